@@ -1,0 +1,169 @@
+"""``python -m spinebench``: the command line. It parses arguments and calls the library; no logic lives here.
+
+Every user error (bad flag, wrong path, bad spec, corrupt image) ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, Sequence
+
+from spinebench.errors import SpinebenchError
+
+log = logging.getLogger("spinebench")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (``spinebench data: error: ...``) and exits with 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--split", choices=("patient", "official"), default="patient",
+                   help="patient: stratified patient-level 70/15/15 (default); official: keep a source's "
+                        "distributed test split as test (leaks AASCE patients 239-244, for comparison only)")
+    p.add_argument("--split-file", help="reuse the splits of this split file instead of computing them")
+
+
+def _records_with_splits(args) -> list[dict]:
+    from spinebench.data.sources import load_records
+    from spinebench.data.splits import apply_split_file, assign_splits
+
+    records = load_records(args.specs)
+    if not records:
+        raise SpinebenchError(f"no images found in {' '.join(args.specs)}")
+    if args.split_file:
+        return apply_split_file(records, args.split_file)
+    return assign_splits(records, seed=args.seed, mode=args.split)
+
+
+def cmd_data_manifest(args) -> int:
+    from spinebench.data.records import write_manifest
+
+    records = _records_with_splits(args)
+    path = write_manifest(records, args.out)
+    print(f"wrote {len(records)} images to {path}")
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from spinebench.data.inspect import summarize
+
+    records = _records_with_splits(args)
+    print(summarize(records))
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from spinebench.data import synth
+
+    if args.out:
+        synth.generate(args.out, n=args.n, seed=args.seed, workers=args.workers)
+        print(f"wrote {args.n} synthetic radiographs and manifest.csv to {args.out}")
+    if args.contact_sheet:
+        synth.contact_sheet(args.contact_sheet, source=args.out, n=args.sheet_n, seed=args.seed)
+        print(f"wrote contact sheet {args.contact_sheet}")
+    if not args.out and not args.contact_sheet:
+        raise SpinebenchError("data synth needs --out DIR and/or --contact-sheet FILE.png")
+    return 0
+
+
+def cmd_data_convert_mri(args) -> int:
+    from spinebench.data.mri import convert_mri_series
+
+    written = convert_mri_series(args.series_dir, args.out_dir, n_slices=args.slices)
+    print(f"wrote {len(written)} slices to {args.out_dir}")
+    return 0
+
+
+def cmd_list_models(args) -> int:
+    from spinebench.models import list_models, model_info
+
+    rows = [model_info(name) for name in list_models()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("name", "task", "params_m", "input_size", "pretrained_available", "paper_name")
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spinebench", description="spinebench: find lumbar implants and diagnose scoliosis on spine X-rays, and benchmark the models that do it.",
+                     epilog="Data specs: synth | synth=DIR | aasce=PATH | vindr=PATH | folder=PATH | coco=FILE | "
+                            "manifest=FILE | hybrid:SPEC")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    data = sub.add_parser("data", help="data sets: manifests, inspection, synthetic data, MRI conversion")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser)
+
+    p = dsub.add_parser("manifest", help="write one CSV row per image (labels, split, Cobb angles, boxes)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--out", required=True, help="output CSV file")
+    _add_split_args(p)
+    p.set_defaults(func=cmd_data_manifest)
+
+    p = dsub.add_parser("inspect", help="print counts per source, finding and split")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_split_args(p)
+    p.set_defaults(func=cmd_data_inspect)
+
+    p = dsub.add_parser("synth", help="generate synthetic AP spine radiographs (the embedded default data)")
+    p.add_argument("--out", help="output folder (images + manifest.csv)")
+    p.add_argument("--n", type=int, default=600, help="number of images (default 600)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: CPU count)")
+    p.add_argument("--contact-sheet", metavar="FILE.png", help="also render a contact sheet of the images")
+    p.add_argument("--sheet-n", type=int, default=24, help="images on the contact sheet (default 24)")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = dsub.add_parser("convert-mri", help="turn a DICOM MRI series into a few 2D DICOM + PNG slices")
+    p.add_argument("series_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--slices", type=int, default=3, help="central sagittal slices to keep (default 3)")
+    p.set_defaults(func=cmd_data_convert_mri)
+
+    p = sub.add_parser("list-models", help="the registered models: task, parameters, input size, weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list_models)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Later subcommands (run-all, evaluate, measure, figures) register here: fn(subparsers) -> None.
+_EXTRA_COMMANDS: list[Callable] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        # `spinebench` or `spinebench data` alone: show what there is to do
+        target = parser
+        if args.command == "data":
+            target = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" data"))
+        target.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except SpinebenchError as e:
+        print(f"spinebench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spinebench: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Data: the image loader's records, data-source specs, splits and datasets."""
