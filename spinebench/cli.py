@@ -97,6 +97,94 @@ def cmd_list_models(args) -> int:
     return 0
 
 
+def cmd_run_all(args) -> int:
+    from spinebench.engine.runner import run_all
+
+    run_dir = run_all(data=args.data, profile=args.profile, models=args.models, seeds=args.seeds, device=args.device,
+                      out=args.out, results=args.results, weights_dir=args.weights, pretrained=args.pretrained,
+                      image_size=args.image_size, split_file=args.split_file, split_mode=args.split,
+                      split_seed=args.split_seed, resume=args.resume, epochs=args.epochs,
+                      progress=not args.quiet, report=not args.no_report)
+    lb = run_dir / "leaderboard.csv"
+    print(_leaderboard_text(lb))
+    print(f"run folder: {run_dir}\nleaderboard: {args.results}/leaderboard.csv\nweights: {args.weights}/")
+    return 0
+
+
+def _leaderboard_text(path) -> str:
+    from spinebench.evaluation.results import read_rows
+
+    rows = read_rows(path)
+    cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
+            "implant_auroc", "scoliosis_auroc", "map_50", "train_seconds", "latency_ms")
+    out = ["  ".join(f"{c:>16}" if i else f"{c:<36}" for i, c in enumerate(cols))]
+    for r in rows:
+        cells = []
+        for i, c in enumerate(cols):
+            v = r.get(c, "")
+            v = f"{v:.3f}" if isinstance(v, float) else str(v)
+            cells.append(f"{v:>16}" if i else f"{v:<36}")
+        out.append("  ".join(cells))
+    return "\n".join(out)
+
+
+def cmd_evaluate(args) -> int:
+    from spinebench.engine.runner import evaluate
+
+    rows = evaluate(weights_dir=args.weights, data=args.data, models=args.models, device=args.device,
+                    split=args.on, split_file=args.split_file, split_seed=args.seed, out=args.out,
+                    n_boot=args.n_boot, progress=not args.quiet)
+    if args.out:
+        print(_leaderboard_text(args.out))
+        print(f"wrote {len(rows)} rows to {args.out}")
+    else:
+        import csv as _csv
+        from spinebench.evaluation.results import RESULT_COLUMNS
+
+        w = _csv.DictWriter(sys.stdout, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+def _add_train_commands(sub) -> None:
+    p = sub.add_parser("run-all", help="train and score all six models on the same splits; write a leaderboard")
+    p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC",
+                   help="data specs (default: synth, the embedded synthetic set)")
+    p.add_argument("--profile", choices=("quick", "paper"), default="quick",
+                   help="quick: ~10 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: all six)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--pretrained", choices=("auto", "imagenet", "none"), default="auto",
+                   help="auto: ImageNet weights when cached/downloadable, else random init with a warning; "
+                        "imagenet: fail if they cannot be had; none: random init")
+    p.add_argument("--image-size", type=int, help="classifier input side in pixels (48 reproduces the paper)")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--out", default="runs", help="folder for run folders (default runs/)")
+    p.add_argument("--results", default="results", help="folder of leaderboard.csv (default results/)")
+    p.add_argument("--weights", default="weights", help="folder for trained weights (default weights/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split", choices=("patient", "official"), default="patient")
+    p.add_argument("--split-file", help="reuse the splits of this split file")
+    p.add_argument("--no-report", action="store_true", help="skip the tables/figures report at the end")
+    p.set_defaults(func=cmd_run_all)
+
+    p = sub.add_parser("evaluate", help="score saved weights on any data without training")
+    p.add_argument("--weights", default="weights")
+    p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC")
+    p.add_argument("--models", nargs="+", metavar="NAME")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--on", choices=("test", "val", "train", "all"), default="test",
+                   help="which split of the data to score (default test)")
+    p.add_argument("--split-file")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out", help="append rows to this CSV (else print CSV to stdout)")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spinebench", description="spinebench: find lumbar implants and diagnose scoliosis on spine X-rays, and benchmark the models that do it.",
                      epilog="Data specs: synth | synth=DIR | aasce=PATH | vindr=PATH | folder=PATH | coco=FILE | "
@@ -144,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Later subcommands (run-all, evaluate, measure, figures) register here: fn(subparsers) -> None.
-_EXTRA_COMMANDS: list[Callable] = []
+_EXTRA_COMMANDS: list[Callable] = [_add_train_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

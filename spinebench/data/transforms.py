@@ -1,0 +1,87 @@
+"""Augmentations that suit radiographs, as item -> item callables (items from spinebench.data.dataset).
+
+What is varied is what varies between real acquisitions: exposure (gamma, contrast, brightness), quantum noise,
+patient positioning (small rotation, scale, shift) and left/right orientation (AP views are mirrored between
+sites; a mirrored spine keeps both findings). What is never done: vertical flips or large rotations (a spine is
+upright on every AP radiograph), colour changes (there is no colour), or crops that could cut hardware out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def intensity_jitter(img: torch.Tensor, rng: np.random.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Exposure and noise changes; keeps the [0, 1] range."""
+    gamma = math.exp(rng.uniform(-0.35, 0.35) * strength)
+    img = img.clamp(0, 1) ** gamma
+    contrast = 1.0 + rng.uniform(-0.2, 0.2) * strength
+    bright = rng.uniform(-0.08, 0.08) * strength
+    img = (img - 0.5) * contrast + 0.5 + bright
+    sigma = rng.uniform(0, 0.03) * strength
+    if sigma > 0:
+        g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        img = img + sigma * torch.randn(img.shape, generator=g)
+    return img.clamp(0, 1)
+
+
+def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, H, W) -> (1, *size) with antialiasing (the classifiers' fixed input size, as in the paper)."""
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    return F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class ClassifierTransform:
+    """Resize to the model's input size; in training also flip, small affine and intensity jitter."""
+
+    def __init__(self, size: tuple[int, int], train: bool):
+        self.size = (int(size[0]), int(size[1]))
+        self.train = train
+
+    def __call__(self, item: dict, rng: np.random.Generator) -> dict:
+        img = resize(item["image"], self.size)
+        if self.train:
+            if rng.random() < 0.5:
+                img = img.flip(-1)
+            ang = math.radians(rng.uniform(-7, 7))
+            s = rng.uniform(0.9, 1.1)
+            tx, ty = rng.uniform(-0.05, 0.05, size=2)
+            theta = torch.tensor([[math.cos(ang) / s, -math.sin(ang) / s, tx],
+                                  [math.sin(ang) / s, math.cos(ang) / s, ty]], dtype=torch.float32)
+            grid = F.affine_grid(theta[None], [1, 1, *self.size], align_corners=False)
+            img = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            img = intensity_jitter(img, rng)
+        item = dict(item)
+        item["image"] = img.contiguous()
+        return item
+
+
+class DetectorTransform:
+    """Detectors resize inside the model (torchvision's GeneralizedRCNNTransform); here: flip + intensity."""
+
+    def __init__(self, train: bool):
+        self.train = train
+
+    def __call__(self, item: dict, rng: np.random.Generator) -> dict:
+        if not self.train:
+            return item
+        item = dict(item)
+        img = item["image"]
+        if rng.random() < 0.5:
+            w = img.shape[-1]
+            img = img.flip(-1)
+            b = item["boxes"].clone()
+            if len(b):
+                b[:, [0, 2]] = w - item["boxes"][:, [2, 0]]
+            item["boxes"] = b
+            lm = item["landmarks"].clone()
+            lm[:, 0] = w - lm[:, 0]
+            # mirrored corners: left and right swap, so the AASCE corner order is kept
+            item["landmarks"] = lm.view(17, 2, 2, 2).flip(2).reshape(68, 2)
+        item["image"] = intensity_jitter(img, rng, strength=0.7)
+        return item

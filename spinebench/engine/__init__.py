@@ -1,0 +1,1 @@
+"""Engines: training, prediction and the run-all orchestration. They take plain arguments, never argparse."""

@@ -1,0 +1,338 @@
+"""Training and prediction for every registered model: one loop per task, plain arguments, resumable.
+
+The loop follows torchvision's reference scripts: linear warm-up then cosine decay, a checkpoint after every
+epoch (model, optimizer, scheduler, epoch, best weights, history, RNG), early stopping on the validation split, and
+a hard stop on a non-finite loss. What is monitored is the same for every model: the image-level binary
+cross-entropy on validation, computed from sigmoid outputs (classifiers) or from the highest box score per class
+(detectors), so all six models are selected by the same criterion.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from spinebench.data.dataset import SpineDataset, collate_dicts
+from spinebench.data.transforms import ClassifierTransform, DetectorTransform
+from spinebench.engine.device import autocast, rng_state, set_rng_state
+from spinebench.errors import SpinebenchError
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(SpinebenchError):
+    """Training diverged; the model becomes an error row and the other models go on."""
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of one model's training (a profile fills them; see spinebench.engine.profiles)."""
+
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    patience: int = 5
+    image_size: tuple[int, int] | None = None  # classifiers: (H, W); None = the model's default
+    max_steps_per_epoch: int | None = None     # caps an epoch (quick CPU profile)
+    aux_weight: float = 0.4                    # Inception-v3 auxiliary logits, as torchvision's reference
+    num_workers: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _bce_from_probs(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def _task(model) -> str:
+    return model.default_cfg["task"]
+
+
+def _targets(batch: dict, device) -> list[dict]:
+    return [{"boxes": b.to(device), "labels": l.to(device)} for b, l in zip(batch["boxes"], batch["box_labels"])]
+
+
+def _make_loader(ds: SpineDataset, batch_size: int, shuffle: bool, seed: int, epoch: int, num_workers: int,
+                 device) -> DataLoader:
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    ds.set_epoch(epoch)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, collate_fn=collate_dicts,
+                      num_workers=num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=False)
+
+
+def transforms_for(model, image_size: tuple[int, int] | None, train: bool) -> Callable:
+    """The item transform a model trains or predicts with (classifiers: fixed size; detectors: their own)."""
+    if _task(model) == "detection":
+        return DetectorTransform(train=train)
+    size = tuple(image_size) if image_size else tuple(model.default_cfg["input_size"])
+    return ClassifierTransform(size, train=train)
+
+
+@torch.inference_mode()
+def predict(model, ds: SpineDataset, device, batch_size: int = 16, num_workers: int = 0,
+            progress: bool = False) -> dict:
+    """Image-level probabilities (N, 2) for every model; boxes too for detectors.
+
+    Returns {"probs": ndarray (N, 2), "detections": list[dict] | None (boxes in the dataset's image pixels),
+    "image_ids", "patient_ids", "labels": ndarray (N, 2), "targets": list[dict]}.
+    """
+    from spinebench.evaluation.metrics import image_scores_from_detections
+
+    model.eval()
+    is_det = _task(model) == "detection"
+    loader = _make_loader(ds, 1 if is_det else batch_size, False, 0, 0, num_workers, device)
+    probs, dets, ids, pids, labels, targets = [], [], [], [], [], []
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(loader, desc="predict", leave=False)
+    for batch in it:
+        with autocast(device):
+            if is_det:
+                out = model([im.to(device) for im in batch["image"]])
+                out = [{k: v.float().cpu() for k, v in o.items()} for o in out]
+                dets.extend(out)
+            else:
+                x = batch["image"].to(device)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                probs.append(torch.sigmoid(model(x).float()).cpu().numpy())
+        ids.extend(batch["image_id"])
+        pids.extend(batch["patient_id"])
+        labels.append(batch["labels"].numpy())
+        targets.extend({"boxes": b, "labels": l} for b, l in zip(batch["boxes"], batch["box_labels"]))
+    p = image_scores_from_detections(dets, len(ids)) if is_det else np.concatenate(probs) if probs else np.zeros((0, 2))
+    return {"probs": np.asarray(p, dtype=np.float64), "detections": dets if is_det else None, "image_ids": ids,
+            "patient_ids": pids, "labels": np.concatenate(labels) if labels else np.zeros((0, 2)),
+            "targets": targets}
+
+
+def _pos_weight(ds: SpineDataset) -> torch.Tensor:
+    """Class-imbalance weights for the two findings: negatives / positives, clipped to [0.25, 10]."""
+    y = np.array([[r["implant"], r["scoliosis"]] for r in ds.records], dtype=np.float64)
+    pos = y.sum(0)
+    neg = len(y) - pos
+    return torch.tensor(np.clip(neg / np.maximum(pos, 1), 0.25, 10.0), dtype=torch.float32)
+
+
+def _balanced_sampler_weights(ds: SpineDataset) -> torch.Tensor:
+    """Detectors: oversample images with boxes of a rare class (they cannot use a pos_weight)."""
+    y = np.array([[r["implant"], r["scoliosis"]] for r in ds.records], dtype=np.float64)
+    freq = np.maximum(y.mean(0), 1e-3)
+    w = 1.0 + (y / freq).max(1)
+    return torch.tensor(w / w.sum(), dtype=torch.float64)
+
+
+def _schedule(optimizer, total_steps: int, warmup_steps: int):
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings: TrainSettings, device,
+                seed: int, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
+                log_path: str | os.PathLike | None = None, progress: bool = True,
+                ddp_rank: int = 0, ddp_world: int = 1) -> dict:
+    """Train ``model`` in place and load its best weights (lowest validation image-level BCE) at the end.
+
+    Returns {"history": [per-epoch dicts], "best_epoch", "epochs_run", "train_seconds", "stopped_early",
+    "train_loss" (last epoch's mean total loss, the paper's "total loss" for the detectors)}.
+    Raises NonFiniteLossError when a loss is NaN/inf.
+    """
+    s = settings
+    task = _task(model)
+    model.to(device)
+    if device.type == "cuda" and task != "detection":
+        model.to(memory_format=torch.channels_last)
+    tr = train_ds.with_transform(transforms_for(model, s.image_size, train=True))
+    va = val_ds.with_transform(transforms_for(model, s.image_size, train=False))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    bs = s.batch_size
+    steps_per_epoch = max(1, math.ceil(len(tr) / (bs * ddp_world)))
+    if s.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, s.max_steps_per_epoch)
+    scheduler = _schedule(optimizer, s.epochs * steps_per_epoch, int(s.warmup_epochs * steps_per_epoch))
+    pos_weight = _pos_weight(train_ds).to(device)
+    history: list[dict] = []
+    start_epoch, best_loss, best_epoch, bad_epochs, best_state = 0, math.inf, -1, 0, None
+    elapsed = 0.0
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if resume and ckpt and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_loss, best_epoch = state["epoch"] + 1, state["best_loss"], state["best_epoch"]
+        bad_epochs, best_state, history = state["bad_epochs"], state["best_state"], state["history"]
+        elapsed = state["train_seconds"]
+        set_rng_state(state["rng"])
+        log.info("resumed %s from epoch %d", ckpt, start_epoch)
+    net = model
+    if ddp_world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    epoch_bar = None
+    if progress and ddp_rank == 0:
+        from tqdm.auto import tqdm
+        epoch_bar = tqdm(total=s.epochs, initial=start_epoch, desc=model.default_cfg["name"], unit="epoch",
+                         leave=False)
+    stopped_early = False
+    for epoch in range(start_epoch, s.epochs):
+        if bad_epochs >= s.patience:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        net.train()
+        loader = _epoch_loader(tr, task, bs, seed, epoch, s.num_workers, device, ddp_rank, ddp_world)
+        total, n = 0.0, 0
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            with autocast(device):
+                if task == "detection":
+                    losses = net([im.to(device, non_blocking=True) for im in batch["image"]], _targets(batch, device))
+                    loss = sum(losses.values())
+                else:
+                    x = batch["image"].to(device, non_blocking=True)
+                    if device.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    y = batch["labels"].to(device)
+                    out = net(x)
+                    if isinstance(out, (tuple, list)):  # inception_v3 in train mode: (logits, aux_logits)
+                        loss = F.binary_cross_entropy_with_logits(out[0].float(), y, pos_weight=pos_weight) + \
+                            s.aux_weight * F.binary_cross_entropy_with_logits(out[1].float(), y, pos_weight=pos_weight)
+                    else:
+                        loss = F.binary_cross_entropy_with_logits(out.float(), y, pos_weight=pos_weight)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"{model.default_cfg['name']}: loss became {loss.item()} at epoch "
+                                         f"{epoch + 1}, step {step + 1}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(batch["image_id"])
+            n += len(batch["image_id"])
+        train_loss = total / max(1, n)
+        val = predict(model, va, device, batch_size=bs)
+        val_loss = _bce_from_probs(val["labels"], val["probs"]) if len(va) else math.nan
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+               "val_auroc_implant": _auroc(val["labels"][:, 0], val["probs"][:, 0]),
+               "val_auroc_scoliosis": _auroc(val["labels"][:, 1], val["probs"][:, 1]),
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if val_loss < best_loss - 1e-4 or best_state is None:
+            best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if ddp_rank == 0:
+            if log_path:
+                _append_csv(log_path, row)
+            if ckpt:
+                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "epoch": epoch, "best_loss": best_loss,
+                              "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
+                              "history": history, "train_seconds": elapsed, "rng": rng_state(),
+                              "settings": _plain(asdict(s))}, ckpt)
+        if epoch_bar is not None:
+            epoch_bar.update(1)
+            epoch_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        log.info("%s epoch %d: train loss %.4f, val loss %.4f", model.default_cfg["name"], epoch + 1, train_loss,
+                 val_loss)
+    if epoch_bar is not None:
+        epoch_bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"history": history, "best_epoch": best_epoch, "epochs_run": len(history), "train_seconds": elapsed,
+            "stopped_early": stopped_early, "train_loss": history[-1]["train_loss"] if history else math.nan,
+            "best_val_loss": best_loss}
+
+
+def _epoch_loader(tr, task, bs, seed, epoch, num_workers, device, rank, world) -> DataLoader:
+    tr.set_epoch(epoch)
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(tr, num_replicas=world, rank=rank, shuffle=True,
+                                                                  seed=seed)
+        sampler.set_epoch(epoch)
+    elif task == "detection":
+        sampler = torch.utils.data.WeightedRandomSampler(_balanced_sampler_weights(tr), len(tr), replacement=True,
+                                                         generator=g)
+    else:
+        sampler = torch.utils.data.RandomSampler(tr, generator=g)
+    return DataLoader(tr, batch_size=bs, sampler=sampler, collate_fn=collate_dicts, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+def _auroc(y: np.ndarray, p: np.ndarray) -> float:
+    if len(np.unique(y)) < 2:
+        return math.nan
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y, p))
+
+
+def _plain(d: dict) -> dict:
+    """Settings as JSON/weights_only-safe primitives."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def _append_csv(path, row: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.inference_mode()
+def measure_latency(model, ds: SpineDataset, device, image_size=None, n: int = 10, warmup: int = 2) -> float:
+    """Median milliseconds for one image (batch 1, preprocessing excluded) on ``device``."""
+    model.eval()
+    tf = transforms_for(model, image_size, train=False)
+    items = [tf(ds[i], np.random.default_rng(0)) for i in range(min(len(ds), n))]
+    if not items:
+        return math.nan
+    times = []
+    for k in range(warmup + len(items)):
+        img = items[k % len(items)]["image"].to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with autocast(device):
+            model([img]) if _task(model) == "detection" else model(img[None])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
