@@ -75,7 +75,7 @@ def test_a_split_may_be_absent(vindr_copy):
     ("missing_column", "missing columns ['lesion_type']"),
     ("implant_without_box", "Surgical implant row has no box"),
     ("bad_number", "not numbers"),
-    ("broken_dicom", "not a readable DICOM header"),
+    ("broken_dicom", "b1osteo.dicom: not a readable"),
 ])
 def test_bad_layouts_are_refused(vindr_copy, breakage, message):
     train_csv = vindr_copy / "annotations" / "train.csv"

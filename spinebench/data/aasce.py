@@ -36,6 +36,7 @@ import numpy as np
 
 from spinebench import LABEL_MAP, SCOLIOSIS_COBB_DEG
 from spinebench.cobb import cobb_angles, landmarks_from_flat, scoliosis_box
+from spinebench.data.folder import image_size
 from spinebench.data.records import make_record
 from spinebench.data.sources import register_source
 from spinebench.errors import SpecError
@@ -87,17 +88,6 @@ def _csv_landmarks(labels: Path) -> dict[str, np.ndarray]:
         raise SpecError(f"{lm_csv}: not a table of numbers ({e})") from None
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header; Pillow opens lazily, so no pixel is decoded."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the image header ({e})") from None
-
-
 def _load_split(root: Path, split: str) -> list[dict]:
     import scipy.io
 
@@ -105,7 +95,7 @@ def _load_split(root: Path, split: str) -> list[dict]:
     csv_rows = _csv_landmarks(labels)
     records, unlabelled = [], 0
     for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        width, height = _image_size(img)
+        width, height = image_size(img)
         mat = labels / f"{img.name}.mat"
         if mat.is_file():
             pts = np.asarray(scipy.io.loadmat(mat)["p2"], dtype=np.float64)

@@ -41,6 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from spinebench import LABEL_MAP
+from spinebench.data.folder import image_size
 from spinebench.data.records import make_record
 from spinebench.data.sources import register_source
 from spinebench.errors import SpecError
@@ -53,17 +54,6 @@ REQUIRED_COLUMNS = ("study_id", "image_id", "lesion_type", "xmin", "ymin", "xmax
 IMPLANT_LESION = "surgical implant"
 NO_FINDING = "no finding"
 IMAGE_SUFFIX = ".dicom"
-
-
-def _dicom_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the DICOM header, without reading the pixel data."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-        return int(ds.Columns), int(ds.Rows)
-    except Exception as e:  # pydicom raises many kinds for a broken file
-        raise SpecError(f"{path}: not a readable DICOM header ({type(e).__name__}: {e})") from None
 
 
 def _coord(value: str) -> float:
@@ -137,7 +127,7 @@ def load_vindr(arg: str | None) -> list[dict]:
                 missing += 1
                 continue
             entry = table[image_id]
-            width, height = _dicom_size(path)
+            width, height = image_size(path)
             boxes = _implant_boxes(entry["lesions"], width, height, f"{csv_path} ({image_id})")
             for lesion, *_ in entry["lesions"]:
                 counts[lesion] += 1
