@@ -2,7 +2,8 @@
 
 The table answers the questions that decide whether a benchmark means anything: how many positives each split
 has for each finding, and how many distinct patients stand behind the images (a split of 70 images from 5
-patients is 5 samples, not 70).
+patients is 5 samples, not 70). ``normal`` means neither finding: a VinDr image with only other lesions
+counts there (see :mod:`spinebench.data.vindr`).
 """
 
 from __future__ import annotations
