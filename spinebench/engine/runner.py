@@ -33,7 +33,7 @@ from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
 from spinebench.engine.device import precision_of, resolve_device, seed_everything
-from spinebench.engine.profiles import get_profile
+from spinebench.engine.profiles import Profile, get_profile
 from spinebench.engine.train import measure_latency, predict, train_model, transforms_for
 from spinebench.engine.weights import load_weights, save_weights, trained_models
 from spinebench.errors import SpinebenchError
@@ -88,7 +88,7 @@ def _model_kwargs(task: str, profile) -> dict:
     return dict(profile.detector_kwargs) if task == "detection" else {}
 
 
-def run_all(*, data: Sequence[str] = ("synth",), profile: str = "quick", models: Sequence[str] | None = None,
+def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "quick", models: Sequence[str] | None = None,
             seeds: Sequence[int] = (0,), device: str = "auto", out: str | os.PathLike = "runs",
             results: str | os.PathLike = "results", weights_dir: str | os.PathLike = "weights",
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
@@ -103,7 +103,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: str = "quick", models:
     from spinebench.models import list_models, model_info
 
     dist_rank, dist_world = _dist_init(device)
-    prof = get_profile(profile)
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    profile = prof.name
     dev = resolve_device(device if dist_world == 1 or device != "auto" else "auto")
     if dist_world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

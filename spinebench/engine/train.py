@@ -149,12 +149,13 @@ def _schedule(optimizer, total_steps: int, warmup_steps: int):
 def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings: TrainSettings, device,
                 seed: int, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
                 log_path: str | os.PathLike | None = None, progress: bool = True,
-                ddp_rank: int = 0, ddp_world: int = 1) -> dict:
+                ddp_rank: int = 0, ddp_world: int = 1, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train ``model`` in place and load its best weights (lowest validation image-level BCE) at the end.
 
     Returns {"history": [per-epoch dicts], "best_epoch", "epochs_run", "train_seconds", "stopped_early",
     "train_loss" (last epoch's mean total loss, the paper's "total loss" for the detectors)}.
-    Raises NonFiniteLossError when a loss is NaN/inf.
+    Raises NonFiniteLossError when a loss is NaN/inf. ``on_epoch_end(row)`` is called after each epoch's
+    checkpoint is written (progress displays; tests use it to kill a run midway).
     """
     s = settings
     task = _task(model)
@@ -254,6 +255,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
                               "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
                               "history": history, "train_seconds": elapsed, "rng": rng_state(),
                               "settings": _plain(asdict(s))}, ckpt)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
         if epoch_bar is not None:
             epoch_bar.update(1)
             epoch_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")

@@ -1,0 +1,183 @@
+"""The training engine and run-all on tiny generated data: every registered model trains one epoch and is scored,
+a resumed run gives the same result, a diverging model becomes an error row, DDP runs on gloo with 2 processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spinebench.data.dataset import SpineDataset
+from spinebench.data.sources import load_records
+from spinebench.data.splits import assign_splits
+from spinebench.engine.profiles import Profile
+from spinebench.engine.train import TrainSettings, train_model
+from spinebench.evaluation.results import read_rows
+from spinebench.models import create_model, list_models, model_info
+
+TINY = Profile(
+    name="tiny", cache_side=96,
+    classifier=TrainSettings(epochs=1, batch_size=8, lr=1e-3, image_size=(64, 64)),
+    detector=TrainSettings(epochs=1, batch_size=2, lr=1e-4, max_steps_per_epoch=3),
+    detector_kwargs={"min_size": 96, "max_size": 128},
+    classifier_sizes={"cls_inception_v3": (75, 75)},
+    n_boot=20,
+)
+
+
+def _make_tiny_folder(root: Path, n: int = 30) -> Path:
+    """n tiny 'radiographs' (96 x 48): a bright block for hardware, a tilted bar for a curve, labels.csv."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        img = (rng.random((96, 48)) * 60 + 40).astype(np.uint8)
+        implant, sco = i % 2, (i // 2) % 2
+        boxes = []
+        if implant:
+            img[60:72, 18:30] = 250
+            boxes.append([18, 60, 30, 72, 1])
+        if sco:
+            for y in range(10, 80):
+                x = int(24 + 8 * math.sin(y / 20))
+                img[y, x - 2:x + 2] = 200
+            boxes.append([12, 8, 36, 82, 2])
+        Image.fromarray(img).save(root / "img" / f"x{i:02d}.png")
+        rows.append({"path": f"img/x{i:02d}.png", "implant": implant, "scoliosis": sco,
+                     "patient_id": f"p{i // 2}", "boxes": json.dumps(boxes)})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    return f"folder={_make_tiny_folder(tmp_path_factory.mktemp('tiny'))}"
+
+
+def _six() -> list[str]:
+    return [m for m in list_models() if model_info(m)["task"] in ("classification", "detection")]
+
+
+def test_registry_has_the_paper_six():
+    six = _six()
+    assert {"cls_resnet50", "cls_densenet121", "cls_squeezenet1_1", "cls_inception_v3",
+            "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"} <= set(six)
+
+
+@pytest.mark.slow
+def test_run_all_every_model_one_epoch(tiny_data, tmp_path):
+    from spinebench.engine.runner import run_all
+    from spinebench.engine.weights import load_weights, read_weights_manifest
+
+    run_dir = run_all(data=[tiny_data], profile=TINY, models=_six(), device="cpu", out=tmp_path / "runs",
+                      results=tmp_path / "results", weights_dir=tmp_path / "weights", pretrained="none",
+                      progress=False, report=False)
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert [r["model"] for r in rows] == _six()
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert r["pretrained"] in (False, "False", 0)
+        for key in ("any_sensitivity", "any_specificity", "accuracy", "loss"):
+            assert not math.isnan(float(r[key])), (r["model"], key)
+        assert 0 <= float(r["accuracy"]) <= 1
+        assert float(r["latency_ms"]) > 0
+    det = [r for r in rows if r["task"] == "detection"]
+    assert all(r["map_50"] != "" for r in det)
+    # every model's weights load back (weights_only) and match the manifest
+    manifest = read_weights_manifest(tmp_path / "weights")
+    assert set(manifest) == set(_six())
+    model, entry = load_weights("cls_squeezenet1_1", tmp_path / "weights")
+    assert len(entry["thresholds"]) >= 2 and entry["pretrained"] is False
+    for sub in ("config.json", "split.csv", "leaderboard.csv"):
+        assert (run_dir / sub).is_file()
+    assert len(list((run_dir / "predictions").glob("*.csv"))) == len(_six())
+
+
+def _tiny_sets(spec):
+    recs = assign_splits(load_records([spec]), seed=0)
+    full = SpineDataset(recs, max_side=96)
+    idx = {s: [i for i, r in enumerate(recs) if r["split"] == s] for s in ("train", "val", "test")}
+    return full.subset(idx["train"]), full.subset(idx["val"])
+
+
+def test_resume_continues_to_the_same_result(tiny_data, tmp_path):
+    tr, va = _tiny_sets(tiny_data)
+    settings = TrainSettings(epochs=2, batch_size=8, lr=1e-3, image_size=(48, 48))
+
+    def fresh():
+        torch.manual_seed(0)
+        return create_model("cls_squeezenet1_1", pretrained="none")
+
+    straight = fresh()
+    h1 = train_model(straight, tr, va, settings=settings, device=torch.device("cpu"), seed=3, progress=False)
+    ckpt = tmp_path / "ck.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_model(fresh(), tr, va, settings=settings, device=torch.device("cpu"), seed=3, checkpoint_path=ckpt,
+                    progress=False, on_epoch_end=kill)
+    # a killed run: a new process builds the model again and resumes from the checkpoint
+    resumed = create_model("cls_squeezenet1_1", pretrained="none")
+    blob = torch.load(ckpt, weights_only=True)
+    assert blob["epoch"] == 0
+    h2 = train_model(resumed, tr, va, settings=settings, device=torch.device("cpu"), seed=3, checkpoint_path=ckpt,
+                     resume=True, progress=False)
+    assert len(h2["history"]) == 2
+    assert h2["history"][-1]["val_loss"] == pytest.approx(h1["history"][-1]["val_loss"], rel=1e-5)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+def test_non_finite_loss_becomes_an_error_row_and_others_go_on(tiny_data, tmp_path):
+    from spinebench.engine.runner import run_all
+
+    bad = replace(TINY, name="bad", classifier=replace(TINY.classifier, lr=float("nan"), epochs=2))
+    run_all(data=[tiny_data], profile=bad, models=["cls_squeezenet1_1"], device="cpu", out=tmp_path / "runs",
+            results=tmp_path / "results", weights_dir=tmp_path / "w", pretrained="none", progress=False,
+            report=False)
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert rows[0]["status"] == "error"
+    assert "non-finite" in rows[0]["error"] or "nan" in rows[0]["error"].lower()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, spec: str, out: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from spinebench.engine.runner import run_all
+
+    run_all(data=[spec], profile=TINY, models=["cls_squeezenet1_1"], device="cpu", out=f"{out}/runs",
+            results=f"{out}/results", weights_dir=f"{out}/w", pretrained="none", progress=False, report=False)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo(tiny_data, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny_data, str(tmp_path)), nprocs=2, join=True)
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert len(rows) == 1 and rows[0]["status"] == "ok", rows[0].get("error")
+    assert (tmp_path / "w" / "cls_squeezenet1_1.pt").is_file()
