@@ -235,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable] = [_add_train_commands]
 
 
+def _add_figures_command(sub) -> None:
+    from spinebench.figures import add_figures_command
+
+    add_figures_command(sub)
+
+
+_EXTRA_COMMANDS.append(_add_figures_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
