@@ -161,6 +161,16 @@ def sample_patient(seed: int, index: int) -> Patient:
     )
 
 
+def has_hardware(pat: Patient, view: int) -> bool:
+    """Whether this view shows the patient's hardware (the first view of some is the pre-operative one)."""
+    return pat.hardware is not None and not (pat.preop_first and view == 0)
+
+
+def image_format(seed: int, patient: int, view: int) -> str:
+    """The file format of one image (one of FORMATS), drawn from its own seeded generator."""
+    return str(_rng(seed, 4, patient, view).choice(FORMATS, p=FORMAT_P))
+
+
 def image_plan(n: int, seed: int) -> list[tuple[int, int]]:
     """(patient, view) for each of the n images: patients in order, each with its number of views."""
     out: list[tuple[int, int]] = []
@@ -209,13 +219,13 @@ def _tilt_function(knots_s: np.ndarray, knots_a: np.ndarray):
     return theta
 
 
-def build_spine(pat: Patient, rng: np.random.Generator, preop: bool) -> Spine:
+def build_spine(pat: Patient, rng: np.random.Generator, corrected: bool = False) -> Spine:
     """Lay the vertebrae along the curve (in mm), then frame the image around them (in pixels)."""
     h, w, d = pat.body_h, pat.body_w, pat.disc
     # arc position of each body centre, from the top of C6
     tops = np.concatenate([[0.0], np.cumsum(h[:-1] + d[:-1])])
     centers = tops + h / 2
-    corr = 1.0 if preop else pat.correction
+    corr = pat.correction if corrected else 1.0
     idx = np.array([k for k, _ in pat.knots], dtype=float)
     ang = np.radians([a for _, a in pat.knots]) * corr * rng.uniform(0.92, 1.08)
     ks = centers[FIRST_T + idx.astype(int)]
@@ -577,8 +587,8 @@ def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
     """Draw one image: returns (img float32 (H, W) in [0, 1], Truth[, layers dict when asked])."""
     pat = sample_patient(seed, patient)
     rng = _rng(seed, 2, patient, view)
-    preop = pat.hardware is not None and pat.preop_first and view == 0
-    sp = build_spine(pat, rng, preop=preop or pat.hardware != "long_fusion")
+    hardware = has_hardware(pat, view)
+    sp = build_spine(pat, rng, corrected=hardware and pat.hardware == "long_fusion")
     H, W, ss = sp.height, sp.width, 2
 
     bodies, plates, post = Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss)
@@ -625,7 +635,7 @@ def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
     lm = sp.landmarks
     boxes: list = []
     kinds: list = []
-    if pat.hardware is not None and not preop:
+    if hardware:
         hw_rng = _rng(seed, 3, patient)  # the same construct on every post-operative image of a patient
         kind = None if pat.hardware == "auto" else pat.hardware
         img, hw_boxes, constructs = render.add_hardware(np.clip(img, 0, 1), lm, hw_rng, kind=kind,
@@ -780,7 +790,7 @@ def _write_dicom(path: Path, arr: np.ndarray, bits: int, mono1: bool, rle: bool,
 def _render_job(job: tuple) -> dict:
     seed, patient, view, out = job
     img, truth = render_image(seed, patient, view)
-    fmt = str(_rng(seed, 4, patient, view).choice(FORMATS, p=FORMAT_P))
+    fmt = image_format(seed, patient, view)
     pid = f"p{patient:04d}"
     path = write_image(img, Path(out) / "images" / f"{pid}_{view}", fmt, uid_key=f"{seed}/{pid}/{view}",
                        pixel_mm=1.0 / truth.ppm, patient=f"SYNTH-{pid}")
