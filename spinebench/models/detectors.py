@@ -1,0 +1,214 @@
+"""The paper's two Faster R-CNN detectors, rebuilt with torchvision's FasterRCNN on timm Inception backbones.
+
+API (torchvision detection): ``model(images)`` with ``images`` a list of ``1 x H x W`` float tensors in [0, 1]
+(the pixel contract); train mode ``model(images, targets)`` -> loss dict; eval -> one dict per image with
+``boxes`` (x1, y1, x2, y2, input pixels), ``labels`` in {1: Lum, 2: sco} and ``scores``. Class 0 is background.
+
+Design, shared by both (the "why" of each choice):
+
+- FPN over strides 8 / 16 / 32, 256 channels. Screws are ~10-30 px at the detector's input scale: a stride-8
+  level is needed for them, while the scoliosis box spans many vertebrae and wants a coarse level. A single
+  stride-16 map (the TF Object Detection API's choice) puts a 16 px screw on one cell.
+- Anchors: sizes (16, 24, 32) at stride 8, (48, 64, 96) at 16, (128, 224, 384) at 32; aspect ratios h/w of
+  0.5, 1, 2, 4 (up to w:h = 1:4 for the tall curve box; 384 at 1:4 is 768 x 192, inside the 832 px cap).
+- Feature maps aligned: the Inception backbones use VALID paddings, so their maps are smaller than H / stride and
+  drift against the anchor grid and RoIAlign (a 16 px screw pooled ~16 px off). As the TF OD API does for these
+  very models (``align_feature_maps=True``), valid paddings are made SAME; the weights are unchanged.
+- Input: GeneralizedRCNNTransform with ``min_size=512, max_size=832`` by default (CPU-sized; a full-spine AP
+  image ~1:2.5 comes in at ~333 x 832), one-channel mean/std 0.5 (what timm's Inception weights expect).
+- ``pretrained`` loads the ImageNet backbone (timm; first conv summed to one channel). COCO / Open Images
+  weights for these exact detectors exist in neither torchvision nor timm. With ImageNet weights the backbone's
+  BatchNorm is frozen (torchvision's rule for pretrained detection backbones: detection batches are 1-4 images);
+  from random init it trains.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from spinebench import LABEL_NAMES
+from spinebench.errors import SpinebenchError
+from spinebench.models.pretrained import create_timm_model
+from spinebench.models.registry import model_entry, register_model
+
+#: Anchor sizes per FPN level (strides 8, 16, 32) and aspect ratios h / w; see the module docstring.
+ANCHOR_SIZES = ((16, 24, 32), (48, 64, 96), (128, 224, 384))
+ASPECT_RATIOS = (0.5, 1.0, 2.0, 4.0)
+#: timm's Inception weights normalise to (x - 0.5) / 0.5 for every channel.
+INCEPTION_MEAN_1CH = (0.5,)
+INCEPTION_STD_1CH = (0.5,)
+
+
+def _pad1_pre_hook(module: nn.Module, args: tuple) -> tuple:
+    """Zero-pad a block's input by 1 px so its VALID 3x3 / stride-2 branches give ceil(n / 2) (SAME)."""
+    return (F.pad(args[0], (1, 1, 1, 1)),) + tuple(args[1:])
+
+
+def align_feature_maps(body: nn.Module, prepad_blocks: Sequence[str] = ()) -> None:
+    """Turn VALID paddings into SAME (TF OD API's ``align_feature_maps``), in place, weights untouched.
+
+    Module convs / pools with zero padding get ``(k - 1) // 2``; blocks that pool functionally (timm's
+    InceptionB/D call ``F.max_pool2d``) instead get their input padded by a pre-hook. Afterwards a stride-s map of
+    an H x W input is exactly ceil(H / s) x ceil(W / s) and cell j sits at pixel s * j, the convention of
+    torchvision's anchors and RoIAlign.
+    """
+    skip: set[int] = set()
+    for name in prepad_blocks:
+        block = body.get_submodule(name)
+        block.register_forward_pre_hook(_pad1_pre_hook)
+        skip.update(id(m) for m in block.modules())
+    for m in body.modules():
+        if id(m) in skip:
+            continue
+        if isinstance(m, nn.Conv2d) and m.padding == (0, 0) and max(m.kernel_size) > 1:
+            m.padding = tuple(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation))
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and m.padding in (0, (0, 0)):
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            if k > 1:
+                m.padding = k // 2
+
+
+def make_atrous(body: nn.Module, stage: str) -> None:
+    """Output stride 32 -> 16: the downsampling of ``stage`` goes to stride 1 and every later conv with a kernel
+    above 1 is dilated by 2 (torchvision's ``replace_stride_with_dilation``). Pretrained weights stay valid: the
+    same filters see the same neighbours, sampled twice as densely. Call after :func:`align_feature_maps`."""
+    names = [n for n, _ in body.named_children()]
+    if stage not in names:
+        raise ValueError(f"no stage {stage!r} in {names}")
+    for m in body.get_submodule(stage).modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            m.stride = 1 if isinstance(m, nn.MaxPool2d) else (1, 1)
+    for later in names[names.index(stage) + 1:]:
+        for m in body.get_submodule(later).modules():
+            if isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
+                m.dilation = tuple(2 if k > 1 else 1 for k in m.kernel_size)
+                m.padding = tuple(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation))
+
+
+class TimmFpnBackbone(nn.Module):
+    """A timm ``features_only`` body followed by an FPN; exposes ``out_channels`` as torchvision expects."""
+
+    def __init__(self, body: nn.Module, in_channels: Sequence[int], out_channels: int = 256,
+                 extra_pool: bool = False):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels,
+                                         extra_blocks=LastLevelMaxPool() if extra_pool else None)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+class FindingDetector(FasterRCNN):
+    """torchvision FasterRCNN that checks the pixel contract (one channel) at the door."""
+
+    def forward(self, images, targets=None):
+        for img in images:
+            if img.dim() != 3 or img.shape[0] != 1:
+                raise SpinebenchError(f"{self.default_cfg.get('name', 'detector')} takes a list of 1 x H x W "
+                                      f"images in [0, 1]; got one of shape {tuple(img.shape)}")
+        return super().forward(images, targets)
+
+
+def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[int, ...],
+                    prepad_blocks: Sequence[str] = (), atrous_stage: str | None = None, *,
+                    num_classes: int, min_size: int, max_size: int, fpn_channels: int,
+                    anchor_sizes: Sequence[Sequence[int]], aspect_ratios: Sequence[float],
+                    **frcnn_kwargs: Any) -> FindingDetector:
+    entry = model_entry(name)
+    body, loaded = create_timm_model(arch, name, pretrained, features_only=True, out_indices=out_indices,
+                                     in_chans=1)
+    channels = body.feature_info.channels()
+    align_feature_maps(body, prepad_blocks)
+    if atrous_stage:
+        make_atrous(body, atrous_stage)
+    if loaded:
+        from timm.layers import freeze_batch_norm_2d
+
+        body = freeze_batch_norm_2d(body)
+    n_levels = len(out_indices) + (1 if atrous_stage else 0)  # an atrous body gets a stride-32 pool level
+    if len(anchor_sizes) != n_levels:
+        raise SpinebenchError(f"{name} has {n_levels} feature levels; anchor_sizes gives {len(anchor_sizes)}")
+    backbone = TimmFpnBackbone(body, channels, fpn_channels, extra_pool=bool(atrous_stage))
+    featmaps = [str(i) for i in range(len(out_indices))] + (["pool"] if atrous_stage else [])
+    anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * n_levels)
+    defaults = dict(rpn_pre_nms_top_n_train=1000, rpn_pre_nms_top_n_test=500,
+                    rpn_post_nms_top_n_train=1000, rpn_post_nms_top_n_test=300, box_batch_size_per_image=256)
+    defaults.update(frcnn_kwargs)
+    model = FindingDetector(
+        backbone, num_classes=None, min_size=min_size, max_size=max_size,
+        image_mean=list(INCEPTION_MEAN_1CH), image_std=list(INCEPTION_STD_1CH),
+        rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
+        box_predictor=FastRCNNPredictor(1024, num_classes),  # TwoMLPHead's representation size
+        **defaults,
+    )
+    model.pretrained_loaded = loaded
+    model.default_cfg = dict(
+        name=name, task=entry.task, architecture="torchvision FasterRCNN + FPN", backbone=f"timm.{arch}",
+        paper_name=entry.paper_name, input_size=entry.input_size, min_size=min_size, max_size=max_size,
+        in_chans=1, num_classes=num_classes, label_names=dict(LABEL_NAMES), mean=INCEPTION_MEAN_1CH,
+        std=INCEPTION_STD_1CH, weights=entry.weights, pretrained_scope="ImageNet backbone only",
+        feature_strides=(8, 16, 32), anchor_sizes=tuple(tuple(s) for s in anchor_sizes),
+        aspect_ratios=tuple(aspect_ratios), atrous=bool(atrous_stage),
+        classifier="roi_heads.box_predictor", first_conv="backbone.body (timm first conv, in_chans=1)",
+    )
+    return model
+
+
+_COMMON_CARD = """Shared recipe: FPN (256 ch) over strides 8/16/32 so 10-30 px screws get a stride-8 level; anchors
+    16-384 px with h:w ratios 0.5-4 for the tall scoliosis box; VALID paddings made SAME (TF OD API's
+    align_feature_maps) so feature grids match anchors and RoIAlign; torchvision TwoMLPHead + FastRCNNPredictor
+    (background, Lum, sco); input min side 512, long side <= 832. "pretrained" means the ImageNet backbone only:
+    the paper's COCO / Open Images detector weights exist in neither torchvision nor timm."""
+
+
+@register_model(
+    task="detection", paper_name="faster_rcnn_inception_v2_coco", input_size=(832, 512),
+    weights="timm:inception_v3",
+    card="""Faster R-CNN on timm's Inception v3 (features at strides 8/16/32: Mixed_5d, Mixed_6e, Mixed_7c).
+    The paper's backbone is Inception v2 (BN-Inception), which exists in neither torchvision nor timm; v3 is the
+    nearest Inception available with ImageNet weights (larger: ~22 M backbone parameters vs ~10 M).
+    """ + _COMMON_CARD)
+def det_faster_rcnn_inception_v2(pretrained: str = "none", num_classes: int = 1 + len(LABEL_NAMES),
+                                 min_size: int = 512, max_size: int = 832, fpn_channels: int = 256,
+                                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES,
+                                 aspect_ratios: Sequence[float] = ASPECT_RATIOS, **kwargs: Any) -> nn.Module:
+    return _build_detector("det_faster_rcnn_inception_v2", "inception_v3", pretrained, (2, 3, 4),
+                           prepad_blocks=("Mixed_6a", "Mixed_7a"), num_classes=num_classes, min_size=min_size,
+                           max_size=max_size, fpn_channels=fpn_channels, anchor_sizes=anchor_sizes,
+                           aspect_ratios=aspect_ratios, **kwargs)
+
+
+@register_model(
+    task="detection", paper_name="faster_rcnn_inception_resnet_v2_atrous_oidv2", input_size=(832, 512),
+    weights="timm:inception_resnet_v2",
+    card="""Faster R-CNN on timm's Inception-ResNet-v2 with an atrous last stage: Mixed_7a's downsampling goes
+    to stride 1 and the later convs are dilated by 2, so its 1536-channel output stays at stride 16 (timm's
+    output_stride argument is not implemented for this model; the surgery is torchvision's
+    replace_stride_with_dilation). FPN inputs: stride 8 (repeat, 320 ch) and the atrous stride-16 output, plus
+    a max-pooled stride-32 level. The TF OD API model dilates one stage earlier (output stride 8) and runs the
+    last stage per RoI; we keep output stride 16 for CPU cost and use the shared FPN head. Its weights were
+    Open Images v2; ours are ImageNet (backbone only).
+    """ + _COMMON_CARD)
+def det_faster_rcnn_inception_resnet_v2(pretrained: str = "none", num_classes: int = 1 + len(LABEL_NAMES),
+                                        min_size: int = 512, max_size: int = 832, fpn_channels: int = 256,
+                                        anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES,
+                                        aspect_ratios: Sequence[float] = ASPECT_RATIOS,
+                                        **kwargs: Any) -> nn.Module:
+    return _build_detector("det_faster_rcnn_inception_resnet_v2", "inception_resnet_v2", pretrained, (2, 4),
+                           atrous_stage="mixed_7a", num_classes=num_classes, min_size=min_size,
+                           max_size=max_size, fpn_channels=fpn_channels, anchor_sizes=anchor_sizes,
+                           aspect_ratios=aspect_ratios, **kwargs)

@@ -1,0 +1,240 @@
+"""Every registered model on small random inputs (timm style): shapes, no NaN, gradients reach the new head.
+
+Nothing is downloaded: models are built with ``pretrained="none"``, and the weight-loading path is exercised
+against fake cached checkpoints written to a temporary TORCH_HOME / HF cache with downloads disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spinebench import FINDINGS, LABEL_MAP
+from spinebench.errors import SpinebenchError
+from spinebench.models import create_model, list_models, model_info
+from spinebench.models import pretrained as pretrained_mod
+
+PAPER_MODELS = ["cls_resnet50", "cls_densenet121", "cls_squeezenet1_1", "cls_inception_v3",
+                "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"]
+DET_KW = dict(min_size=128, max_size=160)  # CPU-sized for tests; defaults are 512 / 832
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test may touch the network, whatever it builds."""
+    monkeypatch.setenv("SPINEBENCH_OFFLINE", "1")
+    torch.manual_seed(0)
+
+
+def _n_params(model: torch.nn.Module) -> float:
+    return round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
+
+
+def _det_batch() -> tuple[list[torch.Tensor], list[dict]]:
+    images = [torch.rand(1, 128, 96), torch.rand(1, 112, 96)]
+    targets = [
+        dict(boxes=torch.tensor([[30.0, 40.0, 50.0, 58.0]]), labels=torch.tensor([LABEL_MAP["Lum"]])),
+        dict(boxes=torch.tensor([[35.0, 5.0, 60.0, 105.0], [20.0, 80.0, 34.0, 94.0]]),
+             labels=torch.tensor([LABEL_MAP["sco"], LABEL_MAP["Lum"]])),
+    ]
+    return images, targets
+
+
+# ------------------------------------------------------------------------------------------------ registry
+def test_registry_holds_the_paper_models():
+    assert [n for n in list_models() if n in PAPER_MODELS] == PAPER_MODELS  # later models (cobb...) may follow
+    assert list_models("classification") == PAPER_MODELS[:4]
+    assert list_models("detection") == PAPER_MODELS[4:]
+    assert list_models("no-such-task") == []  # tasks are free strings; an unused one is simply empty
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(SpinebenchError, match="cls_densenet121"):
+        create_model("densenet")
+    with pytest.raises(SpinebenchError, match="det_faster_rcnn_inception_v2"):
+        model_info("nope")
+
+
+def test_none_kwargs_keep_defaults_and_bad_mode_is_refused():
+    model = create_model("cls_squeezenet1_1", pretrained=None, num_classes=None)
+    assert model.default_cfg["num_classes"] == len(FINDINGS)
+    with pytest.raises(SpinebenchError, match="pretrained must be one of"):
+        create_model("cls_squeezenet1_1", pretrained="coco")
+
+
+def test_model_info_and_list_models_cli(capsys):
+    from spinebench.cli import main
+
+    info = model_info("cls_squeezenet1_1")
+    assert set(info) >= {"name", "task", "params_m", "input_size", "pretrained_available", "paper_name", "card"}
+    assert info["input_size"] == (224, 224) and info["paper_name"] == "SqueezeNet" and len(info["card"]) > 100
+    assert main(["list-models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["name", "task", "params_m"] and len(lines) == 1 + len(list_models())
+    assert main(["list-models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list_models()
+    assert all(r["pretrained_available"] is False for r in rows)  # empty cache: nothing claims weights
+
+
+# ------------------------------------------------------------------------------------------------ every model
+@pytest.mark.parametrize("name", list_models())
+def test_model_contract(name):
+    info = model_info(name)
+    model = create_model(name, **(DET_KW if info["task"] == "detection" else {}))
+    assert model.pretrained_loaded is False
+    cfg = model.default_cfg
+    assert cfg["name"] == name and cfg["task"] == info["task"] and cfg["paper_name"] == info["paper_name"]
+    assert tuple(cfg["input_size"]) == tuple(info["input_size"])
+    assert info["params_m"] == _n_params(model)  # the meta-device count is the real count
+    if info["task"] == "classification":
+        _check_classifier(model)
+    elif info["task"] == "detection":
+        _check_detector(model)
+    else:
+        pytest.skip(f"no generic forward test for task {info['task']!r}")
+
+
+def _check_classifier(model):
+    size = max(48, *model.default_cfg["min_input_size"])  # the paper's 48 px where the architecture allows
+    x = torch.rand(2, 1, size, size)
+    model.train()
+    out = model(x)
+    if isinstance(out, tuple):  # Inception v3: (logits, aux_logits) in train mode
+        logits, aux = out
+        assert aux.shape == (2, len(FINDINGS))
+    else:
+        logits, aux = out, None
+    assert logits.shape == (2, len(FINDINGS)) and torch.isfinite(logits).all()
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # two independent findings: both at once is allowed
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    if aux is not None:
+        loss = loss + 0.4 * F.binary_cross_entropy_with_logits(aux, target)
+    loss.backward()
+    for path in model.default_cfg["classifier"]:
+        grad = model.get_submodule(path).weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    first = model.get_submodule(model.default_cfg["first_conv"])
+    assert first.in_channels == 1 and first.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, len(FINDINGS)) and torch.isfinite(out).all()
+    with pytest.raises(SpinebenchError, match="1 x H x W"):
+        model(torch.rand(1, 3, size, size))
+
+
+def _check_detector(model):
+    images, targets = _det_batch()
+    # aligned feature maps: exactly H/8, H/16, H/32 (VALID paddings made SAME; atrous keeps stride 16)
+    model.eval()
+    feats = model.backbone(torch.rand(1, 1, 128, 96))
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 12), (8, 6), (4, 3)]
+    # random-init Inception activations grow ~1e9 through eval-mode BN until statistics are learned; a cumulative
+    # average (momentum None) makes the one training step below set real statistics for the eval check
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grad = model.roi_heads.box_predictor.cls_score.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert model.roi_heads.box_predictor.cls_score.out_features == 1 + len(LABEL_MAP)
+    model.eval()
+    model.roi_heads.score_thresh = 0.0  # random init: keep low-scoring boxes so the format is exercised
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for det, img in zip(out, images):
+        assert set(det) == {"boxes", "labels", "scores"} and len(det["boxes"]) > 0
+        assert det["boxes"].shape[1] == 4 and torch.isfinite(det["boxes"]).all()
+        assert set(det["labels"].tolist()) <= set(LABEL_MAP.values())
+        assert ((det["scores"] >= 0) & (det["scores"] <= 1)).all()
+        assert (det["boxes"][:, 2] <= img.shape[2]).all() and (det["boxes"][:, 3] <= img.shape[1]).all()
+    with pytest.raises(SpinebenchError, match="1 x H x W"):
+        model([torch.rand(3, 128, 96)])
+
+
+def test_squeezenet_logits_can_be_negative():
+    """torchvision's SqueezeNet ReLUs its class scores; with sigmoids that would pin probabilities >= 0.5."""
+    model = create_model("cls_squeezenet1_1").eval()
+    torch.nn.init.constant_(model.get_submodule(model.default_cfg["classifier"][0]).bias, -5.0)
+    with torch.no_grad():
+        assert (model(torch.rand(2, 1, 64, 64)) < 0).all()
+
+
+def test_inception_refuses_inputs_below_75():
+    model = create_model("cls_inception_v3").eval()
+    with pytest.raises(SpinebenchError, match="at least 75 x 75"):
+        model(torch.rand(1, 1, 48, 48))
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def test_torchvision_weights_from_cache(tmp_path, monkeypatch):
+    """A checkpoint under the URL's filename in TORCH_HOME is loaded (no hash check) and its RGB first conv
+    summed to one channel."""
+    from torchvision.models import SqueezeNet1_1_Weights, squeezenet1_1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    saved = squeezenet1_1(weights=None).state_dict()
+    path = pretrained_mod.torch_hub_checkpoint(SqueezeNet1_1_Weights.DEFAULT.url)
+    assert path.parent == tmp_path / "hub" / "checkpoints"
+    path.parent.mkdir(parents=True)
+    torch.save(saved, path)
+    assert model_info("cls_squeezenet1_1")["pretrained_available"] is True
+    for mode in ("imagenet", "auto"):
+        model = create_model("cls_squeezenet1_1", pretrained=mode)
+        assert model.pretrained_loaded is True and model.default_cfg["pretrained"] == mode
+        first = model.get_submodule(model.default_cfg["first_conv"]).weight
+        torch.testing.assert_close(first, saved["features.0.weight"].sum(dim=1, keepdim=True))
+        torch.testing.assert_close(model.net.features[3].squeeze.weight, saved["features.3.squeeze.weight"])
+
+
+def test_missing_weights_fail_fast(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(pretrained_mod, "_warned", set())
+    t0 = time.monotonic()
+    with pytest.raises(SpinebenchError, match="ImageNet weights for cls_resnet50 are not in the cache"):
+        create_model("cls_resnet50", pretrained="imagenet")
+    with caplog.at_level(logging.WARNING, logger="spinebench.models.pretrained"):
+        first = create_model("cls_squeezenet1_1", pretrained="auto")
+        second = create_model("cls_squeezenet1_1", pretrained="auto")
+    assert time.monotonic() - t0 < 10
+    assert first.pretrained_loaded is False and second.pretrained_loaded is False
+    assert len([r for r in caplog.records if "cls_squeezenet1_1" in r.getMessage()]) == 1  # once per process
+
+
+def test_timm_backbone_weights_from_hf_cache(tmp_path, monkeypatch):
+    """A detector's ImageNet backbone comes from the HF hub cache through timm's loader (first conv summed)."""
+    import timm
+
+    arch_cfg = timm.models.get_pretrained_cfg("inception_v3")
+    repo = tmp_path / ("models--" + arch_cfg.hf_hub_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    saved = timm.create_model("inception_v3", pretrained=False).state_dict()
+    torch.save(saved, snapshot / "pytorch_model.bin")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert model_info("det_faster_rcnn_inception_v2")["pretrained_available"] is True
+    model = create_model("det_faster_rcnn_inception_v2", pretrained="imagenet", **DET_KW)
+    assert model.pretrained_loaded is True
+    first = model.backbone.body.Conv2d_1a_3x3.conv.weight
+    torch.testing.assert_close(first, saved["Conv2d_1a_3x3.conv.weight"].sum(dim=1, keepdim=True))
+    # pretrained detection backbones keep their BatchNorm statistics frozen
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.body.modules())
+    # the other detector's backbone is not cached: "imagenet" refuses in one line
+    with pytest.raises(SpinebenchError, match="det_faster_rcnn_inception_resnet_v2"):
+        create_model("det_faster_rcnn_inception_resnet_v2", pretrained="imagenet", **DET_KW)
