@@ -130,7 +130,7 @@ def test_cobb_labels_match_the_drawn_curve(patient):
 
 def test_every_file_format_decodes_to_the_same_picture(tmp_path):
     img, truth = synth.render_image(0, 1, 0)
-    assert img.max() == 1.0  # full scale reached, so bit-depth scaling cannot change the picture
+    assert img.max() > 0.25  # a 16-bit PNG is then read as 16-bit, not 14 or 12 (the loader's effective depth)
     ref_path = synth.write_image(img, tmp_path / "ref", "png16")
     ref, _ = load_image(ref_path)
     tol = {"png8": 0.5 / 255, "dcm8": 0.5 / 255, "png16": 1e-5}

@@ -319,8 +319,11 @@ def _body_outline(corners: np.ndarray, waist: float) -> np.ndarray:
 
 
 def _gauss(a: np.ndarray, sigma: float, mode: str = "reflect") -> np.ndarray:
-    """Gaussian blur in float32 with a 3-sigma kernel (the generator's hot path)."""
-    return ndi.gaussian_filter(np.asarray(a, dtype=np.float32), sigma, truncate=3.0, mode=mode)
+    """Gaussian blur in float32 (the generator's hot path): a 3-sigma kernel; wide ones on a half-size copy."""
+    a = np.asarray(a, dtype=np.float32)
+    if sigma <= 2.5 or min(a.shape) < 16:
+        return ndi.gaussian_filter(a, sigma, truncate=3.0, mode=mode)
+    return _lowres_blur(a, sigma, f=2)
 
 
 def _rim(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -332,8 +335,8 @@ def _lowres_blur(img: np.ndarray, sigma: float, f: int = 4) -> np.ndarray:
     """A wide Gaussian blur done on a reduced copy (wide blurs at full size cost too much)."""
     H, W = img.shape
     small = np.asarray(Image.fromarray(img.astype(np.float32)).reduce(f))
-    small = _gauss(small, sigma / f, mode="nearest")
-    return np.asarray(Image.fromarray(small).resize((W, H), Image.BILINEAR))
+    small = ndi.gaussian_filter(small, sigma / f, truncate=3.0, mode="nearest")
+    return np.array(Image.fromarray(small).resize((W, H), Image.BILINEAR))
 
 
 def _draw_vertebrae(sp: Spine, pat: Patient, rng, bodies: Canvas, plates: Canvas, post: Canvas) -> None:
@@ -396,6 +399,16 @@ def _draw_vertebrae(sp: Spine, pat: Patient, rng, bodies: Canvas, plates: Canvas
             post.polygon(_teardrop(top, bot, 0.1 * w, u), 0.55)
 
 
+def _column(sp: Spine, W: int, H: int) -> np.ndarray:
+    """The vertebral column as one soft band (posterior elements and ligaments fill the disc spaces)."""
+    cv = Canvas(0, 0, W, H, 1, mode="L")
+    c = np.stack([sp.center_x, sp.center_y], axis=1)
+    widths = [_frame(k)[3] for k in sp.corners]
+    for i in range(len(c) - 1):
+        cv.line(c[i:i + 2], 0.95 * (widths[i] + widths[i + 1]) / 2, 1.0)
+    return _gauss(cv.result(), 3.0 * sp.ppm)
+
+
 def _teardrop(top: np.ndarray, bottom: np.ndarray, width: float, u: np.ndarray) -> np.ndarray:
     t = np.linspace(0, 1, 12)
     r = width / 2 * np.sin(np.pi * np.clip(t * 1.15, 0, 1)) ** 0.7 * (1 - 0.5 * t)
@@ -430,7 +443,10 @@ def _draw_ribs(sp: Spine, pat: Patient, rng, ribs: Canvas, ant: Canvas) -> None:
             k = lat / max(xs.max(), 1e-6)
             pts = np.stack([side * xs * k, ys * k], axis=1)
             pts = start + _rotate(pts, 0.6 * sp.tilt[i])
-            ribs.line(pts, width * (0.8 if j < 2 else 1.0), 1.0)
+            wf = 0.8 if j < 2 else 1.0
+            n3 = len(pts) // 3
+            for a, b, f in ((0, n3 + 1, 0.7), (n3, 2 * n3 + 1, 0.95), (2 * n3, len(pts), 1.15)):
+                ribs.line(pts[a:b], width * wf * f * rng.uniform(0.9, 1.1), 1.0)
             if j < 10:  # the anterior rib runs back toward the midline, lower, fainter
                 end = pts[-3]
                 L = max(10 * ppm, abs(end[0] - sp.midline_x) - (40 + 2 * j) * ppm)
@@ -473,11 +489,13 @@ def _draw_pelvis(sp: Spine, pat: Patient, rng, ilium: Canvas, sacrum: Canvas) ->
         pts = np.array([(side * x, y) for x, y in il])
         ilium.polygon(P(render.smooth_path(pts, 5)), 1.0)
         crest_line = render.smooth_path(pts[1:7], 6)
-        ilium.line(P(crest_line), rng.uniform(3.5, 5.5) * ppm, 2.0)
+        wobble = np.cumsum(rng.normal(0, 0.6, crest_line.shape), axis=0)  # the crest is thick and uneven
+        for k in range(2):
+            ilium.line(P(crest_line + (k - 0.5) * wobble), rng.uniform(4, 8) * ppm, 2.0)
         brim = np.array([(side * 46, 62), (side * 74, 84), (side * 104, 118), (side * 124, 160)])
         ilium.line(P(render.smooth_path(brim, 6)), 2.0 * ppm, 2.0)
-        sij = np.array([(side * 40, 8), (side * 44, 40), (side * 48, 72)])
-        ilium.line(P(sij), 3.0 * ppm, 2.0)
+        sij = render.smooth_path(np.array([(side * 40, 8), (side * 46, 38), (side * 46, 72)]), 5)
+        ilium.line(P(sij), 2.0 * ppm, 1.5)
 
 
 def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarray]:
@@ -507,12 +525,13 @@ def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarr
     dome_l = dome_r + rng.uniform(8, 22) * ppm
     chest = np.interp(yy, ky[:3], kw[:3] - 14 * ppm)[:, None]
     rel = np.abs(X - medc) / np.maximum(chest, 1)  # 0 at the mediastinum, 1 at the chest wall
-    top = apex + 45 * ppm * (1 - np.sqrt(np.clip(1 - ((rel - 0.55) / 0.5) ** 2, 0, 1)))
+    top = apex + 75 * ppm * ((rel - 0.5) / 0.5) ** 2
     dx = np.abs(X - mid) / np.maximum(chest, 1)
     dome = np.where(X < mid, dome_r, dome_l)
     dia = dome + 30 * ppm * ((dx - 0.5) / 0.5) ** 2 + 50 * ppm * np.clip(dx - 0.8, 0, None) / 0.2
     # mediastinum: a band around the spine, the aortic knob, the heart (an ellipse on the left dome)
-    band = np.abs(X - medc) < (pat.mediastinum + 10 * np.clip((lev(4) - Y) / (60 * ppm), 0, 1)) * ppm
+    widen = np.clip((Y - lev(0)) / (lev(9) - lev(0)), 0, 1)
+    band = np.abs(X - medc) < (pat.mediastinum * (0.8 + 0.45 * widen) + 6 * np.sin(Y / (37 * ppm))) * ppm
     hrx, hry = rng.uniform(55, 70) * ppm * pat.heart, rng.uniform(60, 80) * ppm * pat.heart
     hx, hy = mid + rng.uniform(0.2, 0.45) * hrx, dome_l - rng.uniform(0.45, 0.7) * hry
     heart = ((X - hx) / hrx) ** 2 + ((Y - hy) / hry) ** 2 < 1
@@ -521,10 +540,21 @@ def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarr
     lung = (inside & (Y < dia)).astype(np.float32) + 0.3 * (inside & (Y >= dia) & (Y < dia + 35 * ppm))
     lung = _gauss(lung, 7 * ppm / f)
     # vessels: branching-looking texture, denser toward the hila
-    vt = _gauss(rng.standard_normal((h, w), dtype=np.float32), 2.5 * ppm / f + 0.5)
-    vt = vt / (vt.std() + 1e-6)
-    # zero crossings of smooth noise form a branching network of thin lines, like pulmonary vessels
-    vessels = np.exp(-(vt / 0.22) ** 2) * lung * (0.35 + 0.9 * np.exp(-((X - medc) / (70 * ppm)) ** 2))
+    # vessels: lines that fan out from each hilum (noise smooth along the radius, sharp across the angle;
+    # its zero crossings are then radial, branching lines)
+    vessels = np.zeros_like(lung)
+    for side in (-1, 1):
+        hx, hy = medc + side * 20 * ppm, lev(5)
+        ang = np.arctan2(Y - hy, X - hx)
+        rad = np.hypot(X - hx, Y - hy) / (25 * ppm)
+        grid = _gauss(rng.standard_normal((180, 48), dtype=np.float32), 1.0)
+        grid = ndi.gaussian_filter1d(grid, 3.0, axis=1)
+        grid /= grid.std() + 1e-6
+        coords = np.stack([(ang + np.pi) / (2 * np.pi) * 179, np.clip(rad * 4, 0, 47)])
+        vt = ndi.map_coordinates(grid, coords, order=1, mode="wrap")
+        fade = np.exp(-rad / 5.0)
+        vessels += np.exp(-(vt / 0.18) ** 2) * fade * ((X - medc) * side > 0)
+    vessels *= lung
     # bowel gas: colon frame plus small bowel, and the stomach bubble under the left dome
     gas = Canvas(0, 0, w, h, 1)
     sc = 1.0 / f
@@ -564,7 +594,9 @@ def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarr
         psoas += ((side * (X - edge) < 0) & (side * (X - spx) > 0) & (Y > lev(11)) & (Y < cy[-1] + 30 * ppm))
     psoas = _gauss(psoas.astype(np.float32), 3 * ppm / f)
     pelvic = np.clip((Y - (cy[-1] - 35 * ppm)) / (60 * ppm), 0, 1) * body
-    return {"body": body, "lung": lung, "pelvic": pelvic, "vessels": vessels, "gas": g * body, "liver": liver * body,
+    # the beam crosses lung in front of and behind the mediastinum too: the whole thorax is less dense
+    thorax = _gauss(((Y > apex) & (Y < dia)).astype(np.float32), 12 * ppm / f) * body
+    return {"body": body, "lung": lung, "pelvic": pelvic, "thorax": thorax, "vessels": vessels, "gas": g * body, "liver": liver * body,
             "psoas": psoas * body}
 
 
@@ -591,46 +623,47 @@ def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
     sp = build_spine(pat, rng, corrected=hardware and pat.hardware == "long_fusion")
     H, W, ss = sp.height, sp.width, 2
 
-    bodies, plates, post = Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss)
-    ribs, ant = Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss)
-    ilium, sacrum = Canvas(0, 0, W, H, ss), Canvas(0, 0, W, H, ss)
+    bodies, plates, post, ribs, ant, ilium, sacrum = (Canvas(0, 0, W, H, ss, mode="L") for _ in range(7))
     _draw_vertebrae(sp, pat, rng, bodies, plates, post)
     _draw_ribs(sp, pat, rng, ribs, ant)
     _draw_pelvis(sp, pat, rng, ilium, sacrum)
     B, P, Po = bodies.result(), plates.result(), post.result()
     R, A, Il, Sa = ribs.result(), ant.result(), ilium.result(), sacrum.result()
     cort = 1.0 * sp.ppm
-    tex = _gauss(rng.standard_normal((H, W), dtype=np.float32), 0.8 + 0.5 * sp.ppm)
+    tex = _gauss(rng.standard_normal((H, W), dtype=np.float32), 1.0 + 0.8 * sp.ppm)
     tex /= tex.std() + 1e-6
     st = _soft_tissue(sp, pat, rng)
-    body, lung = _up(st["body"], W, H), _up(st["lung"], W, H)
+    soft = (0.5 * st["body"] - rng.uniform(0.27, 0.35) * st["lung"] * (0.6 + 0.4 * st["body"])
+            + 0.06 * st["vessels"] - rng.uniform(0.05, 0.12) * st["gas"] + 0.025 * st["liver"]
+            + 0.012 * st["psoas"] + 0.1 * st["pelvic"] - rng.uniform(0.06, 0.11) * st["thorax"])
+    soft, body, lung = _up(soft, W, H), _up(st["body"], W, H), _up(st["lung"], W, H)
     # bone contrast is highest over the lungs and lowest under thick soft tissue (scatter, beam hardening)
-    over_lung = 0.45 + 0.55 * np.clip(lung, 0, 1)
-    Bk = rng.uniform(0.05, 0.08)
-    spine = B * (Bk + 0.012 * tex) + 0.08 * _rim(B, cort) + 0.05 * P + 0.11 * _rim(Po, 0.8 * sp.ppm) + 0.06 * Po
-    ribs = (0.04 * R + 0.08 * _rim(R, 0.8 * sp.ppm) + 0.02 * A + 0.03 * _rim(A, 1.2 * sp.ppm)) * over_lung
-    pelvis = (np.minimum(Il, 1) * (0.02 + 0.006 * tex) + 0.045 * np.clip(Il - 1, 0, 1)
+    over_lung = 0.3 + 0.7 * np.clip(lung, 0, 1)
+    Bk = rng.uniform(0.01, 0.025)
+    spine = (B * (Bk + 0.004 * tex) + 0.07 * _rim(B, cort) + 0.02 * P + 0.1 * _rim(Po, 0.8 * sp.ppm) + 0.035 * Po
+             + rng.uniform(0.04, 0.06) * _column(sp, W, H))
+    ribs = (0.045 * R + 0.08 * _rim(R, 0.8 * sp.ppm) + 0.025 * A + 0.04 * _rim(A, 1.2 * sp.ppm)) * over_lung
+    pelvis = (np.minimum(Il, 1) * (0.03 + 0.003 * tex) + 0.05 * np.clip(Il - 1, 0, 1)
               + 0.03 * _rim(np.clip(Il - 1, 0, 1), 1.5 * sp.ppm)
-              + _gauss(Sa, 2 * sp.ppm) * (0.03 + 0.01 * tex))
+              + _gauss(Sa, 2 * sp.ppm) * (0.03 + 0.004 * tex))
     bone = _gauss(spine + ribs + pelvis, 0.35 * sp.ppm)  # bone edges are not razor sharp
-    dens = (0.5 * body - rng.uniform(0.2, 0.3) * lung * (0.6 + 0.4 * body) + 0.05 * _up(st["vessels"], W, H)
-            - rng.uniform(0.05, 0.12) * _up(st["gas"], W, H) + 0.025 * _up(st["liver"], W, H)
-            + 0.012 * _up(st["psoas"], W, H) + 0.05 * _up(st["pelvic"], W, H) + bone * (0.8 + 0.2 * body))
+    dens = soft + 0.55 * bone * (0.8 + 0.2 * body)
 
     # acquisition: exposure (film-like curve), scatter, heel effect, detector blur, quantum noise
-    center = rng.uniform(0.38, 0.5)
-    spread = rng.uniform(0.14, 0.22)
+    # a digital detector's log image is close to linear in attenuation; a mild S keeps the ends from clipping
+    center = rng.uniform(0.4, 0.5)
+    spread = rng.uniform(0.3, 0.45)
     img = 1 / (1 + np.exp(-(dens - center) / spread))
     scatter = rng.uniform(0.05, 0.25)
     img = img * (1 - scatter) + scatter * _lowres_blur(img, 25 * sp.ppm)
     img *= np.float32(1) + np.float32(rng.uniform(-0.06, 0.06)) * np.linspace(-0.5, 0.5, H, dtype=np.float32)[:, None]
-    lo, hi = np.quantile(img, [0.002, 0.998])
+    lo, hi = np.quantile(img[::3, ::3], [0.002, 0.998])
     img = np.clip((img - lo) / (hi - lo), 0, 1)
     blur = rng.uniform(0.7, 1.5)
     img = _gauss(img, blur)
-    sigma = rng.uniform(0.002, 0.009)
-    noise = _gauss(rng.standard_normal((H, W), dtype=np.float32), 0.6)
-    img = img + noise * sigma / 0.33 * (0.5 + 0.7 * img)
+    sigma = rng.uniform(0.0015, 0.005)
+    noise = _gauss(rng.standard_normal((H, W), dtype=np.float32), 0.8)
+    img = img + noise * sigma / 0.26 * (0.6 + 0.5 * img)
 
     lm = sp.landmarks
     boxes: list = []
@@ -644,16 +677,16 @@ def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
         kinds = [c.kind for c in constructs]
 
     # processing as a CR/DR station does it: dynamic-range compression and edge enhancement
-    drc = rng.uniform(0.1, 0.6)
-    img = img - drc * (_lowres_blur(img, 30 * sp.ppm) - img.mean())
+    drc = rng.uniform(0.35, 0.75)
+    img = img - drc * (_lowres_blur(img, 25 * sp.ppm) - img.mean())
     um_r, um_g = rng.uniform(2, 6) * sp.ppm, rng.uniform(0.3, 1.3)
     img = img + um_g * (img - _lowres_blur(img, um_r, f=2))
-    lo, hi = np.quantile(img, [rng.uniform(0.001, 0.01), rng.uniform(0.995, 0.9995)])
-    img = np.clip((img - lo) / (hi - lo), 0, 1) ** rng.uniform(0.8, 1.25)
+    lo, hi = np.quantile(img[::3, ::3], [rng.uniform(0.001, 0.01), rng.uniform(0.995, 0.9995)])
+    # like the real radiographs: midtones darker than a plain stretch, the brightest parts short of white
+    img = np.clip((img - lo) / (hi - lo), 0, 1) ** rng.uniform(1.0, 1.5) * rng.uniform(0.78, 1.0)
     img = _collimate(img, rng)
     img = _markers(img, rng, sp.ppm)
     img = np.clip(img, 0, 1).astype(np.float32)
-    img[img == img.max()] = 1.0  # full scale reached: 16-bit files decode to the same picture as 8-bit ones
 
     res = cobb_angles(lm, image_height=H)
     sco = int(res.largest[1] >= SCOLIOSIS_COBB_DEG)
