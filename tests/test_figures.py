@@ -230,6 +230,7 @@ def test_build_is_deterministic(fake_run, report, tmp_path):
         assert hashlib.sha256(p.read_bytes()).digest() == hashlib.sha256(q.read_bytes()).digest(), p.name
 
 
+@pytest.mark.slow  # starts a headless Chromium (kaleido)
 def test_static_png_and_svg(fake_run, kaleido_server, tmp_path):
     from PIL import Image
 

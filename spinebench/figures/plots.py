@@ -73,7 +73,11 @@ def comparison_figure(rows: Sequence[Mapping], models: Sequence[str],
     """
     sel = select_rows(rows)
     models = list(models)
-    labels = [short_name(m) for m in models]
+    labels = []
+    for m in models:
+        mine = sel.get(m, [])
+        status = "" if any(r.get("status") == "ok" for r in mine) else "failed" if mine else "not run"
+        labels.append(short_name(m) + (f"<br>({status})" if status else ""))
     titles = [METRIC_LABELS.get(m, m) for m in metrics]
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles, horizontal_spacing=0.07)
     for i, metric in enumerate(metrics, start=1):
@@ -216,6 +220,10 @@ def training_figure(histories: Mapping[str, pd.DataFrame], title: str = "Trainin
                           row=r + 1, col=c + 1)
         fig.update_xaxes(title_text="epoch", row=r + 1, col=c + 1, dtick=1 if _max_epoch(histories) <= 12 else None)
     fig.update_yaxes(type="log", row=1, col=1)
+    for c in (1, 2):
+        fig.add_hline(y=0.5, line=dict(color="#999", dash="dot", width=1), row=2, col=c,
+                      annotation_text="chance", annotation_position="bottom right",
+                      annotation_font=dict(size=10, color="#777"))
     fig.update_yaxes(range=[0, 1.02], row=2, col=1)
     fig.update_yaxes(range=[0, 1.02], row=2, col=2)
     return _layout(fig, title, 1100, 760, legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1))

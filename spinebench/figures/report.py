@@ -42,8 +42,6 @@ PREDICTION_COLUMNS = ("image_id", "patient_id", *(f"{k}_{f}" for f in FINDINGS f
 #: angles in degrees (NaN/empty where unknown), as :mod:`spinebench.cobb` computes them.
 COBB_PREDICTION_COLUMNS = ("image_id", "patient_id", "true_pt", "true_mt", "true_tl", "pred_pt", "pred_mt",
                            "pred_tl")
-RUN_FIGURES = ("roc_curves", "confusion_matrices", "training_curves", "cobb_scatter", "cobb_bland_altman",
-               "test_images")
 FIGURE_CAPTIONS = {
     "fig8_detection_api": "Figure 8 (paper) vs ours: the two Faster R-CNN detectors. Grey: the paper's value; blue: "
                           "ours with its 95% CI. Sensitivity/specificity are abnormal vs normal images.",
