@@ -79,8 +79,14 @@ def comparison_figure(rows: Sequence[Mapping], models: Sequence[str],
         status = "" if any(r.get("status") == "ok" for r in mine) else "failed" if mine else "not run"
         labels.append(short_name(m) + (f"<br>({status})" if status else ""))
     titles = [METRIC_LABELS.get(m, m) for m in metrics]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles, horizontal_spacing=0.07)
-    for i, metric in enumerate(metrics, start=1):
+    # many models: panels in two columns so bars stay wide enough to carry their values
+    ncols = len(metrics) if len(models) <= 4 else min(2, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07,
+                        vertical_spacing=0.22 if nrows > 1 else 0.0)
+    for k, metric in enumerate(metrics):
+        i = k + 1
+        rc = dict(row=k // ncols + 1, col=k % ncols + 1)
         paper_vals = []
         for m in models:
             p = paper_row(m) or {}
@@ -96,7 +102,7 @@ def comparison_figure(rows: Sequence[Mapping], models: Sequence[str],
                 showlegend=i == 1, text=[fmt_paper(v) if v is not None else "" for v in paper_vals],
                 textposition="inside", insidetextanchor="start", textangle=0,
                 textfont=dict(color="#222", size=12),
-                hovertemplate="%{x}<br>paper: %{y:.3f}<extra></extra>"), row=1, col=i)
+                hovertemplate="%{x}<br>paper: %{y:.3f}<extra></extra>"), **rc)
         fig.add_trace(go.Bar(
             name="ours (95% CI)", x=labels, y=ours, marker_color=OURS_COLOR, legendgroup="ours",
             showlegend=i == 1, error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus,
@@ -105,17 +111,17 @@ def comparison_figure(rows: Sequence[Mapping], models: Sequence[str],
             insidetextanchor="start", textangle=0, textfont=dict(color="white", size=12),
             customdata=[[e.lo, e.hi, e.n] for e in est],
             hovertemplate="%{x}<br>ours: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
-                          "<br>seeds: %{customdata[2]}<extra></extra>"), row=1, col=i)
+                          "<br>seeds: %{customdata[2]}<extra></extra>"), **rc)
         if metric in RATE_METRICS:
-            fig.update_yaxes(range=[0, 1.05], row=1, col=i)
+            fig.update_yaxes(range=[0, 1.05], **rc)
         else:
             top = max([v for v in paper_vals + [e.hi if math.isfinite(e.hi) else e.value for e in est]
                        if v is not None and math.isfinite(v)] or [1.0])
-            fig.update_yaxes(range=[0, top * 1.08], row=1, col=i)
-        fig.update_xaxes(tickangle=-30 if max(len(s) for s in labels) > 10 else 0, row=1, col=i)
-    width = max(640, 120 + len(metrics) * (70 + 60 * len(models)))
-    _layout(fig, title or "Paper vs spinebench", width, 500, barmode="group", bargap=0.2, bargroupgap=0.04,
-            uniformtext=dict(minsize=10, mode="show"),
+            fig.update_yaxes(range=[0, top * 1.08], **rc)
+        fig.update_xaxes(tickangle=-30 if max(len(s) for s in labels) > 10 else 0, **rc)
+    width = max(640, 120 + ncols * (70 + 66 * len(models)))
+    _layout(fig, title or "Paper vs spinebench", width, 120 + 380 * nrows, barmode="group", bargap=0.2,
+            bargroupgap=0.04, uniformtext=dict(minsize=9, mode="hide"),
             subtitle="Grey: the paper. Blue: ours on the test split, 95% CI. Sensitivity/specificity: abnormal "
                      "(implant or scoliosis) vs normal.",
             legend=dict(orientation="h", yanchor="bottom", y=1.1, xanchor="right", x=1))
