@@ -585,7 +585,7 @@ def build_report(run_dir: str | os.PathLike | None = None, out: str | os.PathLik
     doc.h(2, "The paper's tables, reproduced")
     for number, (stem, title) in tables.PAPER_TABLES.items():
         df = tables.paper_table(rows, number)
-        header, body = tables._display_paper_table(df)
+        header, body = tables.paper_table_display(df)
         doc.h(3, title)
         doc.table(header, body)
         doc.links([(f"{stem}.{ext}", f"tables/{stem}.{ext}") for ext in ("csv", "md", "tex")])

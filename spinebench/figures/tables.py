@@ -177,7 +177,7 @@ def paper_table(rows: Iterable[Mapping], table: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _display_paper_table(df: pd.DataFrame, digits: int = 2) -> tuple[list[str], list[list[str]]]:
+def paper_table_display(df: pd.DataFrame, digits: int = 2) -> tuple[list[str], list[list[str]]]:
     header = ["Model (paper)", "Ours"]
     for metric in PAPER_METRICS:
         header += [f"{metric.capitalize()} paper", f"{metric.capitalize()} ours [95% CI]"]
@@ -240,7 +240,7 @@ def _tex_escape(s: str) -> str:
 def latex_paper_table(df: pd.DataFrame, table: int, digits: int = 2) -> str:
     """A booktabs ``table`` (needs ``\\usepackage{booktabs}``): two sub-columns, paper and ours, per metric."""
     _, title = PAPER_TABLES[table]
-    _, body = _display_paper_table(df, digits)
+    _, body = paper_table_display(df, digits)
     n_metrics = len(PAPER_METRICS)
     lines = [
         r"\begin{table}[t]", r"\centering", r"\small",
@@ -263,7 +263,7 @@ def paper_table_files(rows: Iterable[Mapping], table: int) -> dict[str, str]:
     """The three renderings of Table ``table``: {"csv": numbers, "md": display, "tex": booktabs}."""
     df = paper_table(rows, table)
     _, title = PAPER_TABLES[table]
-    header, body = _display_paper_table(df)
+    header, body = paper_table_display(df)
     md = f"**{title}**\n\n" + markdown_table(header, body) + "\n" + "".join(f"- {n}\n" for n in table_notes(df))
     return {"csv": _csv_text(df), "md": md, "tex": latex_paper_table(df, table)}
 
