@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 from multiprocessing import get_context
@@ -143,7 +144,8 @@ def hybrid(records: list[dict], workers: int | None = None) -> list[dict]:
         if workers == 1:
             results = [_job((r, str(out_dir))) for r in todo]
         else:
-            with get_context("fork").Pool(workers) as pool:
+            fork = "fork" in multiprocessing.get_all_start_methods()
+            with (get_context("fork") if fork else get_context()).Pool(workers) as pool:
                 results = pool.map(_job, [(r, str(out_dir)) for r in todo], chunksize=2)
         infos.update(dict(results))
     out = []

@@ -48,7 +48,7 @@ DEFAULT_N = 600
 DEFAULT_SEED = 0
 #: Output formats and how often each is chosen (PNG the majority, every DICOM variant present).
 FORMATS = ("png8", "png16", "dcm8", "dcm12", "dcm12-mono1", "dcm-rle")
-FORMAT_P = (0.46, 0.2, 0.08, 0.08, 0.09, 0.09)
+FORMAT_P = (0.62, 0.1, 0.07, 0.07, 0.07, 0.07)
 COMPLETE_MARKER = ".complete"
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,12 +271,12 @@ def build_spine(pat: Patient, rng: np.random.Generator, corrected: bool = False)
     y_top = corners[FIRST_T, :2, 1].min() - top_mm
     y_bot = corners[FIRST_T + 16, 2:, 1].max() + bottom_mm
     span = y_bot - y_top
-    H = int(rng.integers(800, 1281)) // 2 * 2
+    H = int(rng.integers(800, 1201)) // 2 * 2
     ppm = H / span
     mid = 0.5 * (cx[FIRST_T] + cx[-1]) + rng.normal(0, 3)
     xs = corners[:, :, 0]
     need = (max(xs.max() - mid, mid - xs.min()) + 55) * 2 * ppm
-    W = int(np.clip(max(H * rng.uniform(0.34, 0.55), need), 320, 640)) // 2 * 2
+    W = int(np.clip(max(H * rng.uniform(0.32, 0.5), need), 320, 640)) // 2 * 2  # real films: 0.3-0.47
     x_off = W / 2 - mid * ppm + rng.normal(0, 0.03 * W)
     # keep the spine inside with a margin
     lo, hi = xs.min() * ppm + x_off, xs.max() * ppm + x_off
@@ -596,7 +596,8 @@ def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarr
     pelvic = np.clip((Y - (cy[-1] - 35 * ppm)) / (60 * ppm), 0, 1) * body
     # the beam crosses lung in front of and behind the mediastinum too: the whole thorax is less dense
     thorax = _gauss(((Y > apex) & (Y < dia)).astype(np.float32), 12 * ppm / f) * body
-    return {"body": body, "lung": lung, "pelvic": pelvic, "thorax": thorax, "vessels": vessels, "gas": g * body, "liver": liver * body,
+    return {"body": body, "lung": lung, "pelvic": pelvic, "thorax": thorax, "vessels": vessels, "gas": g * body,
+            "liver": liver * body,
             "psoas": psoas * body}
 
 
