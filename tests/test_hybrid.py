@@ -137,3 +137,24 @@ def test_hybrid_on_real_radiographs(tmp_path, monkeypatch):
     check_splits(recs)
     splits = {r["image_id"]: r["split"] for r in recs}
     assert all(splits[r["image_id"]] == splits[r["image_id"][:-3]] for r in copies)
+
+
+def test_no_hardware_on_malformed_vertebrae():
+    """Real annotations hold the odd misplaced corner (AASCE ...-coronal6: L4's bottom-right corner sits on its
+    bottom-left one); hardware is never planned across such a vertebra, and a spine without a sane level gets
+    none (and so no hardware copy)."""
+    from spinebench.data import render
+
+    _, truth = synth.render_image(0, 1, 0)
+    lm = truth.landmarks.copy()
+    lm[4 * 15 + 3] = lm[4 * 15 + 2] + [2, -1]  # L4: BR collapsed onto BL
+    assert render.plausible(render.vertebrae_from_landmarks(lm)).tolist() == [i != 15 for i in range(17)]
+    rng = np.random.default_rng(0)
+    for kind in [None] * 20 + ["cage", "plate", "pedicle_rod"] * 5:
+        for con in render.plan_hardware(lm, rng, kind):
+            assert not min(con.levels) <= 15 <= max(con.levels)
+    flat = np.repeat(lm[:4], 17, axis=0)  # every vertebra the same degenerate quad
+    flat[1::4] = flat[0::4]
+    img = np.full((truth.landmarks[:, 1].max().astype(int) + 50, 400), 0.5, np.float32)
+    out, boxes, constructs = render.add_hardware(img, flat, np.random.default_rng(0))
+    assert boxes == [] and constructs == [] and np.array_equal(out, img)

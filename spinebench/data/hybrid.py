@@ -151,7 +151,7 @@ def hybrid(records: list[dict], workers: int | None = None) -> list[dict]:
     out = []
     for r in records:
         out.append(r)
-        if r["image_id"] in infos:
+        if infos.get(r["image_id"], {}).get("boxes"):  # no box: the landmarks offered no sane place
             png = out_dir / f"{_file_stem(r['image_id'])}.png"
             out.append(_hw_record(r, png, infos[r["image_id"]]))
     return out

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
 #: Changing anything that alters drawn pixels bumps this (the caches of synth and hybrid key on it).
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 #: Typical lumbar vertebral body width (mm); turns landmark sizes into a mm scale for implant dimensions.
 LUMBAR_WIDTH_MM = 45.0
@@ -154,6 +154,24 @@ def extrapolate_s1(vertebrae: Sequence[Vertebra], disc_ratio: float = 0.35) -> V
     return Vertebra(c, l5.u.copy(), l5.v.copy(), w, h, corners)
 
 
+def plausible(vertebrae: Sequence[Vertebra]) -> np.ndarray:
+    """Per vertebra: is its corner quad a sane body (convex, top and bottom edges alike, size like its
+    neighbours)? Real annotations hold the odd misplaced corner; hardware is not placed on those."""
+    ok = np.ones(len(vertebrae), bool)
+    widths = np.array([vt.width for vt in vertebrae])
+    heights = np.array([vt.height for vt in vertebrae])
+    for i, vt in enumerate(vertebrae):
+        tl, tr, bl, br = vt.corners
+        ring = np.array([tl, tr, br, bl])
+        edges = np.roll(ring, -1, axis=0) - ring
+        cross = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+        top, bottom = np.hypot(*(tr - tl)), np.hypot(*(br - bl))
+        near = slice(max(0, i - 2), min(len(vertebrae), i + 3))
+        ok[i] = (np.all(cross > 0) or np.all(cross < 0)) and 0.6 < top / max(bottom, 1e-6) < 1.67 \
+            and 0.6 < vt.width / np.median(widths[near]) < 1.67 and 0.5 < vt.height / np.median(heights[near]) < 2
+    return ok
+
+
 def mm_scale(vertebrae: Sequence[Vertebra]) -> float:
     """Pixels per millimetre, from the lumbar body widths (L1-L5)."""
     lumbar = [vt.width for vt in vertebrae[12:17]] or [vt.width for vt in vertebrae]
@@ -182,6 +200,7 @@ class Construct:
     kind: str
     levels: tuple[int, ...]
     parts: list[Part] = field(default_factory=list)
+    box: list[float] | None = None  # set by metal_map: the extent of its visible metal, None when not visible
 
     def extent(self) -> tuple[float, float, float, float]:
         xs, ys = [], []
@@ -310,7 +329,8 @@ def _rod_construct(verts: list[Vertebra], levels: list[int], ppm: float, rng, ki
             over = rng.uniform(4, 10) * ppm
             d0 = heads[0] - heads[1]
             d1 = heads[-1] - heads[-2]
-            pts = np.vstack([heads[0] + over * d0 / np.hypot(*d0), heads, heads[-1] + over * d1 / np.hypot(*d1)])
+            pts = np.vstack([heads[0] + over * d0 / (np.hypot(*d0) or 1.0), heads,
+                             heads[-1] + over * d1 / (np.hypot(*d1) or 1.0)])
             _tube(c.parts, smooth_path(pts), rng.choice([5.5, 6.0, 6.35]) * ppm, LAYER_ROD)
     if len(sides) == 2 and len(levels) >= 4 and rng.random() < 0.4:  # a cross-link between the rods
         mid = verts[levels[len(levels) // 2]]
@@ -330,6 +350,17 @@ def plan_hardware(landmarks, rng: np.random.Generator, kind: str | None = None, 
     verts = vertebrae_from_landmarks(landmarks)
     s1v = vertebrae_from_landmarks(s1)[0] if s1 is not None else extrapolate_s1(verts)
     verts = verts + [s1v]  # index 17 = S1
+    ok = plausible(verts)
+    ok[17] = ok[17] and ok[16]  # an extrapolated S1 is only as good as L5
+    for _ in range(20):  # draw again when the plan lands on a malformed vertebra
+        plan = _plan(verts, np.random.default_rng(rng.integers(2 ** 63)), kind, allow_long)
+        if all(ok[lv] for con in plan for lv in range(min(con.levels), max(con.levels) + 1)):
+            return plan
+    return []
+
+
+def _plan(verts: list[Vertebra], rng: np.random.Generator, kind: str | None, allow_long: bool
+          ) -> list[Construct]:
     ppm = mm_scale(verts[:17])
     if kind is None:
         kinds = ["pedicle_rod", "cage", "plate", "single_screw"] + (["long_fusion"] if allow_long else [])
@@ -394,9 +425,10 @@ def plan_hardware(landmarks, rng: np.random.Generator, kind: str | None = None, 
 
 def metal_map(shape: tuple[int, int], constructs: Sequence[Construct], ss: int = 4
               ) -> tuple[np.ndarray, list[list[float]]]:
-    """Metal thickness (H, W) float32 and one box per construct (the extent of its visible metal).
+    """Metal thickness (H, W) float32 and one box per visible construct (the extent of its visible metal).
 
-    Constructs entirely outside the image yield no box. Each is drawn supersampled in its own window.
+    Constructs entirely outside the image yield no box (their ``box`` stays None). Each is drawn supersampled in
+    its own window.
     """
     H, W = shape
     thick = np.zeros((H, W), np.float32)
@@ -424,8 +456,9 @@ def metal_map(shape: tuple[int, int], constructs: Sequence[Construct], ss: int =
         if len(xs) == 0:
             continue
         thick[wy0:wy1, wx0:wx1] += t
-        boxes.append([float(wx0 + xs.min()), float(wy0 + ys.min()), float(wx0 + xs.max() + 1),
-                      float(wy0 + ys.max() + 1)])
+        con.box = [float(wx0 + xs.min()), float(wy0 + ys.min()), float(wx0 + xs.max() + 1),
+                   float(wy0 + ys.max() + 1)]
+        boxes.append(con.box)
     return thick, boxes
 
 
@@ -518,8 +551,9 @@ def add_hardware(img: np.ndarray, landmarks, rng: np.random.Generator, *, kind: 
                  ) -> tuple[np.ndarray, list[list[float]], list[Construct]]:
     """Plan, draw and blend hardware into ``img`` (float [0, 1], bright = dense).
 
-    Returns the new image, one ``[x0, y0, x1, y1]`` box per construct, and the constructs. The image's noise and
-    blur are measured around the lumbar spine unless ``noise_blur`` gives them.
+    Returns the new image, one ``[x0, y0, x1, y1]`` box per construct, and the constructs drawn (none when the
+    landmarks offer no sane place for hardware). The image's noise and blur are measured around the lumbar spine
+    unless ``noise_blur`` gives them.
     """
     constructs = plan_hardware(landmarks, rng, kind, s1=s1, allow_long=allow_long)
     thick, boxes = metal_map(img.shape, constructs)
@@ -533,4 +567,4 @@ def add_hardware(img: np.ndarray, landmarks, rng: np.random.Generator, *, kind: 
     ppm = mm_scale(vertebrae_from_landmarks(landmarks))
     out = blend_metal(img, thick, rng, blur=blur, noise=noise, brightness=float(rng.uniform(0.93, 1.0)),
                       halo=halo, halo_radius=max(2.0, 3.0 * ppm))
-    return out, boxes, constructs
+    return out, boxes, [c for c in constructs if c.box is not None]

@@ -42,7 +42,7 @@ from spinebench.data.sources import register_source
 log = logging.getLogger(__name__)
 
 #: Bump when the generated images or labels change (the cached default set is keyed on it).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Images in the default set (spec ``synth``).
 DEFAULT_N = 600
 DEFAULT_SEED = 0
