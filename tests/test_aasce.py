@@ -182,3 +182,20 @@ def test_real_patient_split_and_path_forms(real_training):
     counts = {s: sum(r["split"] == s for r in recs) for s in ("train", "val", "test")}
     assert 0.6 < counts["train"] / len(recs) < 0.8 and counts["test"] > 40
     assert len(load_aasce(str(root / "boostnet_labeldata"))) == len(recs)
+
+
+def test_postoperative_names():
+    from spinebench.data.aasce import _is_postoperative
+
+    assert _is_postoperative("sunhl-1th-22-Nov-2016-141 F AP")
+    assert not _is_postoperative("sunhl-1th-22-Nov-2016-141 A AP")
+    assert not _is_postoperative("sunhl-1th-20-Jul-2016-coronal6")
+
+
+@pytest.mark.aasce
+def test_real_postoperative_films_are_implant_positive(real_training):
+    positives = sorted(r["image_id"] for r in real_training if r["implant"])
+    assert len(positives) == 10
+    assert "aasce/sunhl-1th-22-Nov-2016-141 F AP" in positives
+    # the image-level truth has no hardware box to go with it
+    assert all(b[4] != 1 for r in real_training for b in r["boxes"])

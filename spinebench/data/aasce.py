@@ -17,7 +17,10 @@ by the image size. The Cobb angles are computed from the landmarks with :func:`s
 same function that scores models, rather than copied from ``angles.csv`` (they agree to 0.001 degree).
 
 Labels: ``scoliosis`` = 1 when the largest Cobb angle is at least ``SCOLIOSIS_COBB_DEG``, and then one ``sco`` box
-(label 2) around the vertebrae of the largest curve; ``implant`` = 0 (the set holds no hardware).
+(label 2) around the vertebrae of the largest curve. ``implant`` = 0, except for the post-operative films listed in
+:data:`POSTOPERATIVE_IMAGES`: the data set's description says it holds no hardware, but these ten training images
+show posterior fusion rods and pedicle screws (checked by eye, image by image). They get ``implant`` = 1 and no
+``Lum`` box (the data set has no hardware boxes); the hybrid source draws no extra hardware on them.
 
 Leakage: a patient has several radiographs (``...-162 A AP.jpg``, ``...-162 B AP.jpg``: patient 162), so
 ``patient_id`` is that number; the 481 training images come from about 237 patients. Names without the number
@@ -43,6 +46,15 @@ from spinebench.errors import SpecError
 from spinebench.paths import default_aasce_path
 
 log = logging.getLogger(__name__)
+
+#: Training images (patient number + view letter, as in the file names) that show spinal instrumentation.
+POSTOPERATIVE_IMAGES = frozenset({"21 A", "137 D", "140 A", "140 B", "140 C", "141 E", "141 F", "153 C", "158 A",
+                                  "159 C"})
+
+
+def _is_postoperative(stem: str) -> bool:
+    m = re.search(r"-(\d+ [A-Z])\s+AP\d*$", stem)
+    return bool(m) and m.group(1) in POSTOPERATIVE_IMAGES
 
 ROOT_NAME = "boostnet_labeldata"
 SPLITS = ("training", "test")
@@ -117,7 +129,8 @@ def _load_split(root: Path, split: str) -> list[dict]:
                       round(min(y1, height), 1), LABEL_MAP["sco"]]]
         records.append(make_record(
             image_id=f"aasce/{img.stem}", patient_id=f"aasce/{patient_of(img.stem)}", source="aasce",
-            path=str(img.resolve()), origin_split=split, implant=0, scoliosis=int(scoliotic),
+            path=str(img.resolve()), origin_split=split, implant=int(_is_postoperative(img.stem)),
+            scoliosis=int(scoliotic),
             cobb_pt=round(res.pt, 4), cobb_mt=round(res.mt, 4), cobb_tl=round(res.tl, 4),
             width=width, height=height, boxes=boxes, landmarks=np.round(pts, 3).tolist(),
         ))
