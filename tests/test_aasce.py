@@ -194,6 +194,7 @@ def test_postoperative_names():
 
 @pytest.mark.aasce
 def test_real_postoperative_films_are_implant_positive(real_training):
+    _, real_training, _ = real_training
     positives = sorted(r["image_id"] for r in real_training if r["implant"])
     assert len(positives) == 10
     assert "aasce/sunhl-1th-22-Nov-2016-141 F AP" in positives
