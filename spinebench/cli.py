@@ -244,6 +244,15 @@ def _add_figures_command(sub) -> None:
 _EXTRA_COMMANDS.append(_add_figures_command)
 
 
+def _add_measure_command(sub) -> None:
+    from spinebench.measure import add_measure_command
+
+    add_measure_command(sub)
+
+
+_EXTRA_COMMANDS.append(_add_measure_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

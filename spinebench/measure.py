@@ -1,0 +1,227 @@
+"""Measure Cobb angles on radiographs with a trained landmark model: the library call behind
+``python -m spinebench measure`` and the demo.
+
+    from spinebench.measure import measure, render_overlay
+    rows = measure(["spine.jpg"], weights_dir="weights")
+    rows[0]["pt"], rows[0]["grade"], rows[0]["landmarks"]
+
+Every image goes through :func:`spinebench.io.load_image` (the pixel contract), then exactly the preprocessing the
+model was trained with (the decoded-image cache side recorded in the weights manifest, then the model's input
+size); the predicted corners are mapped back to the file's pixels and measured by :func:`spinebench.cobb.cobb_angles`,
+the same function that made the reference angles. The severity grade is that of the largest of the three angles.
+
+These are research measurements of a model trained on one public data set (AASCE 2019), not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, severity_grade
+from spinebench.errors import SpinebenchError
+
+log = logging.getLogger(__name__)
+
+_MODELS: dict[tuple, tuple] = {}
+
+
+def cobb_models(weights_dir: str | os.PathLike) -> list[str]:
+    """Names of the trained ``cobb`` models whose weights are present in ``weights_dir``."""
+    from spinebench.engine.weights import read_weights_manifest, trained_models
+    from spinebench.models import list_models
+
+    manifest = read_weights_manifest(weights_dir)
+    known = set(list_models(task="cobb"))
+    return [n for n in trained_models(weights_dir) if n in known or manifest[n].get("task") == "cobb"]
+
+
+def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "cpu",
+                    model: str | None = None) -> tuple["torch.nn.Module", dict]:
+    """(model in eval mode, manifest entry), loaded once per process and kept (the demo calls this per click)."""
+    from spinebench.engine.weights import load_weights
+
+    wdir = Path(weights_dir)
+    if not wdir.is_dir():
+        raise SpinebenchError(f"weights folder {wdir} does not exist (train a Cobb model first: "
+                              "python -m spinebench.engine.cobb_train --data aasce=PATH --out weights/)")
+    names = cobb_models(wdir)
+    if model is None:
+        if not names:
+            raise SpinebenchError(f"no trained Cobb-angle model in {wdir} (train one: "
+                                  "python -m spinebench.engine.cobb_train --data aasce=PATH --out weights/)")
+        model = names[0]
+    elif model not in names:
+        raise SpinebenchError(f"no trained weights for {model} in {wdir}; trained Cobb models there: "
+                              f"{', '.join(names) or 'none'}")
+    key = (str(wdir.resolve()), model, str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_weights(model, wdir, device=device)
+    return _MODELS[key]
+
+
+def _preprocess(img: np.ndarray, max_side: int, size: tuple[int, int]) -> tuple["torch.Tensor", np.ndarray]:
+    """The training preprocessing: aspect-kept cache at ``max_side``, then resize to ``size`` (H, W).
+
+    Returns the (1, 1, H, W) input and the (x, y) input pixels per file pixel.
+    """
+    import torch
+
+    from spinebench.data.dataset import _resize_keep_aspect
+    from spinebench.data.transforms import resize
+
+    arr, _ = _resize_keep_aspect(img, max_side)
+    x = resize(torch.from_numpy(arr.astype(np.float32))[None], size)[None]
+    h, w = img.shape
+    return x, np.array([size[1] / w, size[0] / h])
+
+
+def measure_image(model, img: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, CobbResult]:
+    """(68, 2) landmarks in ``img`` pixels and their Cobb angles, for one image in the pixel contract."""
+    import torch
+
+    from spinebench.models.cobb_net import decode_landmarks
+
+    size = tuple(int(v) for v in model.default_cfg["input_size"])
+    x, to_input = _preprocess(img, max_side, size)
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        pts = decode_landmarks(model(x.to(dev)))[0][0].float().cpu().numpy().astype(np.float64)
+    pts = pts / to_input
+    return pts, cobb_angles(pts, image_height=img.shape[0])
+
+
+def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike = "weights", device: str = "cpu",
+            model: str | None = None) -> list[dict]:
+    """Cobb angles of each image: one dict per image.
+
+    Keys: file, pt, mt, tl (degrees), largest (degrees), largest_curve ("pt"/"mt"/"tl"), end_vertebrae (per curve,
+    e.g. {"pt": ["T6", "T12"]}), grade (none/mild/moderate/severe), s_shaped, landmarks (68 [x, y] in file
+    pixels), width, height, ms (load + preprocess + model + angles), model.
+    """
+    from spinebench.engine.device import resolve_device
+    from spinebench.io import load_image
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    # on the CPU the caller's torch thread count is kept (resolve_device would reset it to every core)
+    dev = "cpu" if str(device) == "cpu" else str(resolve_device(device))
+    net, entry = load_cobb_model(weights_dir, dev, model)
+    max_side = int(entry.get("max_side") or 1024)
+    rows = []
+    for path in paths:
+        t0 = time.perf_counter()
+        img, _ = load_image(path)
+        pts, res = measure_image(net, img, max_side)
+        name, big, _ = res.largest
+        rows.append({
+            "file": str(path), "pt": round(res.pt, 2), "mt": round(res.mt, 2), "tl": round(res.tl, 2),
+            "largest": round(big, 2), "largest_curve": name, "grade": severity_grade(big),
+            "end_vertebrae": {k: [VERTEBRA_NAMES[i], VERTEBRA_NAMES[j]] for k, (i, j) in res.end_vertebrae.items()},
+            "s_shaped": res.s_shaped, "landmarks": np.round(pts, 1).tolist(),
+            "width": int(img.shape[1]), "height": int(img.shape[0]),
+            "ms": round((time.perf_counter() - t0) * 1000, 1), "model": net.default_cfg["name"],
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- overlay
+_CURVE_COLOURS = {"pt": (255, 64, 64), "mt": (64, 200, 255), "tl": (255, 200, 0)}
+_CORNER_COLOUR = (0, 255, 120)
+
+
+def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | None = None) -> np.ndarray:
+    """RGB uint8 picture of ``image`` with the 68 corners, each vertebra's outline, and for every curve the
+    lines through its two end vertebrae (the vertebra direction the AASCE angle is measured on) with its angle.
+
+    ``image``: (H, W) grey in [0, 1] (pixel contract) or uint8, or (H, W, 3) uint8. ``result``: a CobbResult, a
+    row of :func:`measure`, or None (computed from the landmarks).
+    """
+    from PIL import Image, ImageDraw
+
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    h, w = arr.shape[:2]
+    if result is None or isinstance(result, dict):
+        res = cobb_angles(pts, image_height=h)
+    else:
+        res = result
+    im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
+    draw = ImageDraw.Draw(im)
+    lw = max(1, round(max(h, w) / 600))
+    r = max(2, lw + 1)
+    quads = pts.reshape(-1, 4, 2)
+    for q in quads:
+        outline = [tuple(q[0]), tuple(q[1]), tuple(q[3]), tuple(q[2]), tuple(q[0])]
+        draw.line(outline, fill=_CORNER_COLOUR, width=max(1, lw // 2))
+        for x, y in q:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=_CORNER_COLOUR)
+    left = (quads[:, 0] + quads[:, 2]) / 2
+    right = (quads[:, 1] + quads[:, 3]) / 2
+    for k, name in enumerate(ANGLE_NAMES):
+        colour = _CURVE_COLOURS[name]
+        ends = res.end_vertebrae.get(name)
+        if ends is None:
+            continue
+        for v in ends:
+            c, d = (left[v] + right[v]) / 2, right[v] - left[v]
+            draw.line([tuple(c - 1.1 * d), tuple(c + 1.1 * d)], fill=colour, width=2 * lw)
+        v0 = ends[0]
+        label = f"{name.upper()} {res.angles[k]:.1f}\u00b0 ({VERTEBRA_NAMES[ends[0]]}-{VERTEBRA_NAMES[ends[1]]})"
+        tx = float(min(w - 10, right[v0, 0] + 0.6 * (right[v0, 0] - left[v0, 0])))
+        draw.text((tx, float(left[v0, 1])), label, fill=colour)
+    name, big, _ = res.largest
+    draw.text((10, 10), f"largest {name.upper()} {big:.1f}\u00b0: {severity_grade(big)}", fill=(255, 255, 255))
+    return np.asarray(im, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def cmd_measure(args) -> int:
+    import json
+
+    rows = measure(args.images, weights_dir=args.weights, device=args.device, model=args.model)
+    if args.overlay:
+        from PIL import Image
+
+        from spinebench.io import load_image
+
+        out = Path(args.overlay)
+        out.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            img, _ = load_image(row["file"])
+            Image.fromarray(render_overlay(img, row["landmarks"])).save(out / f"{Path(row['file']).stem}_cobb.png")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("file", "pt", "mt", "tl", "largest", "grade", "ms")
+    table = [[Path(r["file"]).name, *(f"{r[c]:.1f}" for c in ("pt", "mt", "tl", "largest")), r["grade"],
+              f"{r['ms']:.0f}"] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(widths[i]) for i, c in enumerate(cols)))
+    for t in table:
+        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(t)))
+    print(f"angles in degrees (AASCE PT/MT/TL); model {rows[0]['model']}; research use, not a diagnosis"
+          if rows else "no images")
+    return 0
+
+
+def add_measure_command(sub) -> None:
+    """``spinebench measure IMAGE... [--json] [--weights DIR]`` (registered in cli._EXTRA_COMMANDS)."""
+    p = sub.add_parser("measure", help="Cobb angles (PT/MT/TL) and severity of AP spine radiographs, "
+                                       "from a trained landmark model")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/TIFF/DICOM files")
+    p.add_argument("--weights", default="weights", help="trained weights folder (default weights/)")
+    p.add_argument("--model", help="which trained cobb model (default: the first in the manifest)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--json", action="store_true", help="print JSON (with the 68 landmarks) instead of a table")
+    p.add_argument("--overlay", metavar="DIR", help="also write <image>_cobb.png overlays into DIR")
+    p.set_defaults(func=cmd_measure)

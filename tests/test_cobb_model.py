@@ -1,0 +1,261 @@
+"""The Cobb-angle landmark model: network contract, target encoding/decoding, augmentation, training loop,
+scoring, and the ``measure`` library call and CLI. Small synthetic spines; nothing downloaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from spinebench.cobb import cobb_angles
+from spinebench.errors import SpinebenchError
+from spinebench.models.cobb_net import (OUT_CHANNELS, canonical_landmarks, decode_landmarks, encode_targets,
+                                        landmark_loss)
+
+SMALL = (256, 128)  # (H, W): the smallest input that keeps 17 vertebrae apart at stride 4
+
+
+def synthetic_spine(h: float, w: float, amp: float = 0.12, seed: int = 0) -> np.ndarray:
+    """(68, 2) corners of 17 vertebrae on an S-curve filling an h x w image, in AASCE order."""
+    rng = np.random.default_rng(seed)
+    ys = np.linspace(0.06, 0.92, 17) * h
+    pitch = ys[1] - ys[0]
+    phase = rng.uniform(0, 1)
+    xs = w / 2 + amp * w * np.sin(2 * np.pi * (ys / h + phase))
+    slope = np.gradient(xs, ys)
+    pts = []
+    for x, y, s in zip(xs, ys, slope):
+        half_w, half_h = 0.11 * w, 0.32 * pitch
+        ang = -np.arctan(s) * 0.8          # vertebrae tilt with the curve
+        c, si = np.cos(ang), np.sin(ang)
+        for dx, dy in ((-half_w, -half_h), (half_w, -half_h), (-half_w, half_h), (half_w, half_h)):
+            pts.append([x + c * dx - si * dy, y + si * dx + c * dy])
+    return np.asarray(pts)
+
+
+def _fake_output(t: dict, out_hw) -> torch.Tensor:
+    """The network output that encodes exactly the targets ``t``."""
+    b = t["hm"].shape[0]
+    out = torch.zeros(b, OUT_CHANNELS, *out_hw)
+    out[:, :1] = torch.logit(t["hm"].clamp(1e-6, 1 - 1e-6))
+    flat = out.view(b, OUT_CHANNELS, -1)
+    for i in range(b):
+        flat[i, 1:3, t["ind"][i]] = t["reg"][i].T
+        flat[i, 3:, t["ind"][i]] = t["wh"][i].T
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy 2-core machine two threads mostly wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from spinebench.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("cobb_vertebra_resnet34", pretrained="none", input_size=SMALL)
+
+
+def test_registered_with_cobb_task():
+    from spinebench.models import list_models, model_info
+
+    assert "cobb_vertebra_resnet34" in list_models(task="cobb")
+    info = model_info("cobb_vertebra_resnet34")
+    assert info["task"] == "cobb" and info["input_size"] == (1024, 512) and 15 < info["params_m"] < 40
+
+
+def test_forward_shapes_finite_and_gradient_reaches_heads(model):
+    model.train()
+    x = torch.rand(2, 1, *SMALL)
+    out = model(x)
+    assert out.shape == (2, OUT_CHANNELS, SMALL[0] // 4, SMALL[1] // 4)
+    assert torch.isfinite(out).all()
+    lm = torch.tensor(np.stack([synthetic_spine(*SMALL, seed=s) for s in (1, 2)]), dtype=torch.float32)
+    loss, parts = landmark_loss(out, encode_targets(lm, out.shape[-2:]))
+    model.zero_grad()
+    loss.backward()
+    assert torch.isfinite(loss) and set(parts) == {"hm", "reg", "wh"}
+    for head in model.heads:
+        assert head[-1].weight.grad is not None and head[-1].weight.grad.abs().sum() > 0
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0  # one input channel, trained end to end
+    assert model.default_cfg["task"] == "cobb" and model.default_cfg["input_size"] == SMALL
+    assert model.pretrained_loaded is False
+
+
+def test_input_size_must_fit_the_stride():
+    from spinebench.models import create_model
+
+    with pytest.raises(ValueError, match="multiples of 32"):
+        create_model("cobb_vertebra_resnet34", input_size=(250, 128))
+
+
+def test_encode_decode_round_trip_reproduces_landmarks_and_angles():
+    h, w = 1024, 512
+    lm = np.stack([synthetic_spine(h, w, amp=a, seed=s) for s, a in ((0, 0.05), (3, 0.15), (7, 0.2))])
+    t = encode_targets(torch.tensor(lm, dtype=torch.float32), (h // 4, w // 4))
+    assert t["hm"].shape == (3, 1, h // 4, w // 4) and float(t["hm"].max()) == 1.0
+    assert int(t["hm"].eq(1).sum()) == 3 * 17 and bool(t["mask"].all())
+    pts, scores = decode_landmarks(_fake_output(t, (h // 4, w // 4)))
+    assert pts.shape == (3, 68, 2) and scores.shape == (3, 17)
+    np.testing.assert_allclose(pts.numpy(), lm, atol=1e-3)
+    for p, ref in zip(pts.numpy(), lm):
+        np.testing.assert_allclose(cobb_angles(p, h).angles, cobb_angles(ref, h).angles, atol=1e-3)
+
+
+def test_canonical_landmarks_repairs_swapped_corners_and_order():
+    lm = synthetic_spine(1024, 512)
+    bad = lm.reshape(17, 4, 2).copy()
+    bad[3] = bad[3][[1, 0, 3, 2]]          # left/right swapped
+    bad[[5, 6]] = bad[[6, 5]]              # two vertebrae out of order
+    fixed = canonical_landmarks(torch.tensor(bad.reshape(68, 2)))
+    np.testing.assert_allclose(fixed.numpy(), lm, atol=1e-5)
+
+
+def test_augmentation_moves_landmarks_with_the_pixels_and_keeps_corner_order():
+    from spinebench.engine.cobb_train import augment_batch
+
+    h, w = SMALL
+    lm = torch.tensor(synthetic_spine(h, w), dtype=torch.float32)[None].repeat(4, 1, 1)
+    img = torch.zeros(4, 1, h, w)
+    px, py = int(lm[0, 30, 0]), int(lm[0, 30, 1])   # one bright pixel on landmark 30
+    img[:, :, py - 1:py + 2, px - 1:px + 2] = 1.0
+    moved_lm = lm.clone()
+    moved_lm[:, :, 0] = px + 0.5 + (lm[:, :, 0] - lm[0, 30, 0])  # landmark 30 at that blob's centre
+    moved_lm[:, :, 1] = py + 0.5 + (lm[:, :, 1] - lm[0, 30, 1])
+    g = torch.Generator().manual_seed(1)
+    x, out = augment_batch(img, moved_lm, g, rot_deg=12, flip_p=0.5, intensity=0)
+    for i in range(4):
+        idx = int(x[i, 0].argmax())
+        yx = np.array([idx // w + 0.5, idx % w + 0.5])
+        # landmark 30 (or its mirror partner 31 when flipped) sits where the blob went
+        d = min(np.abs(yx - out[i, k].numpy()[::-1]).max() for k in (30, 31))
+        assert d <= 1.5
+        q = out[i].reshape(17, 4, 2)
+        assert bool((q[:, 0, 0] < q[:, 1, 0]).all() and (q[:, 2, 0] < q[:, 3, 0]).all())
+
+
+def _write_spines(tmp_path, n: int, size=SMALL) -> list[dict]:
+    from PIL import Image, ImageDraw
+
+    from spinebench.data.records import make_record
+
+    recs = []
+    for i in range(n):
+        lm = synthetic_spine(*size, seed=i)
+        im = Image.new("L", (size[1], size[0]), 20)
+        d = ImageDraw.Draw(im)
+        for q in lm.reshape(17, 4, 2):
+            d.polygon([tuple(q[0]), tuple(q[1]), tuple(q[3]), tuple(q[2])], fill=200)
+        path = tmp_path / f"spine{i}.png"
+        im.save(path)
+        a = cobb_angles(lm, size[0])
+        recs.append(make_record(image_id=f"t/{i}", patient_id=f"t/{i // 2}", source="test", path=str(path),
+                                split="train", cobb_pt=a.pt, cobb_mt=a.mt, cobb_tl=a.tl, width=size[1],
+                                height=size[0], landmarks=lm.tolist()))
+    return recs
+
+
+def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, model):
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.engine.cobb_train import predict_landmarks, score_cobb, train_cobb
+
+    ds = SpineDataset(_write_spines(tmp_path, 4), max_side=256)
+    ckpt, log = tmp_path / "ck.pt", tmp_path / "log.csv"
+    fit = train_cobb(model, ds, ds.subset([0, 1]), epochs=1, batch_size=2, lr=1e-3, device="cpu", seed=0,
+                     checkpoint_path=ckpt, log_path=log, progress=False)
+    assert fit["epochs_run"] == 1 and fit["best_epoch"] == 1 and ckpt.is_file() and log.is_file()
+    assert math.isfinite(fit["history"][0]["train_loss"]) and "val_smape" in fit["history"][0]
+    fit2 = train_cobb(model, ds, ds.subset([0, 1]), epochs=2, batch_size=2, lr=1e-3, device="cpu", seed=0,
+                      checkpoint_path=ckpt, resume=True, progress=False)
+    assert [r["epoch"] for r in fit2["history"]] == [1, 2]
+    pred = predict_landmarks(model, ds, "cpu")
+    assert pred.shape == (4, 68, 2) and np.isfinite(pred).all()
+    res = score_cobb(pred, [r["landmarks"] for r in ds.records], [[r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]]
+                     for r in ds.records], [r["patient_id"] for r in ds.records], n_boot=20)
+    assert res["n_images"] == 4 and res["n_patients"] == 2 and math.isfinite(res["smape"])
+
+
+def test_score_cobb_perfect_and_imperfect_predictions():
+    from spinebench.engine.cobb_train import score_cobb
+
+    lms = np.stack([synthetic_spine(1024, 512, amp=a, seed=s) for s, a in enumerate((0.01, 0.08, 0.15, 0.25))])
+    angles = np.stack([cobb_angles(lm, 1024).angles for lm in lms])
+    pids = ["a", "a", "b", "c"]
+    res = score_cobb(lms, lms, angles, pids, n_boot=50, image_heights=[1024] * 4, scales=[0.5] * 4)
+    assert res["smape"] == 0 and res["mae_pt"] == 0 and res["landmark_mpe_px"] == 0 and res["grade_accuracy"] == 1
+    assert res["smape_lo"] == 0 and res["smape_hi"] == 0
+    assert np.trace(np.array(res["grade_confusion"])) == 4 and res["n_patients"] == 3
+    noisy = lms + np.random.default_rng(0).normal(0, 3, lms.shape)
+    res2 = score_cobb(noisy, lms, angles, pids, n_boot=50, image_heights=[1024] * 4, scales=[0.5] * 4)
+    assert res2["smape"] > 0 and res2["smape_lo"] <= res2["smape"] <= res2["smape_hi"]
+    assert res2["landmark_mpe_px_orig"] == pytest.approx(2 * res2["landmark_mpe_px"])
+
+
+def test_measure_refuses_missing_or_empty_weights(tmp_path):
+    from spinebench.measure import measure
+
+    with pytest.raises(SpinebenchError, match="does not exist"):
+        measure([str(tmp_path / "x.png")], weights_dir=tmp_path / "nope")
+    with pytest.raises(SpinebenchError, match="no trained Cobb-angle model"):
+        measure([str(tmp_path / "x.png")], weights_dir=tmp_path)
+
+
+def test_measure_overlay_and_cli_with_saved_weights(tmp_path, model, capsys):
+    from spinebench.cli import main
+    from spinebench.engine.weights import save_weights
+    from spinebench.measure import measure, render_overlay
+
+    save_weights(model, tmp_path / "w", meta={"task": "cobb", "max_side": 256, "pretrained": False,
+                                              "model_kwargs": {"input_size": list(SMALL)}})
+    rec = _write_spines(tmp_path, 1, size=(300, 140))[0]
+    rows = measure([rec["path"]], weights_dir=tmp_path / "w")
+    r = rows[0]
+    assert {"file", "pt", "mt", "tl", "largest", "grade", "landmarks", "ms"} <= set(r)
+    assert len(r["landmarks"]) == 68 and r["grade"] in ("none", "mild", "moderate", "severe")
+    assert r["largest"] == max(r["pt"], r["mt"], r["tl"]) and r["width"] == 140 and r["height"] == 300
+    img = np.zeros((300, 140), dtype=np.float32)
+    over = render_overlay(img, r["landmarks"], cobb_angles(r["landmarks"], 300))
+    assert over.shape == (300, 140, 3) and over.dtype == np.uint8 and over.max() > 0
+    assert main(["measure", rec["path"], "--weights", str(tmp_path / "w"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["file"] == rec["path"] and len(out[0]["landmarks"]) == 68
+
+
+def test_measure_cli_help_and_one_line_error(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "spinebench", "measure", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "IMAGE" in ok.stdout and "--weights" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "spinebench", "measure", "x.png", "--weights", str(tmp_path / "no")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.aasce
+def test_targets_round_trip_on_real_aasce_landmarks():
+    from spinebench.data.sources import load_records
+    from spinebench.paths import default_aasce_path
+
+    root = default_aasce_path()
+    if not root.exists():
+        pytest.skip(f"AASCE data not at {root}")
+    recs = load_records([f"aasce={root}"])[:40]
+    for r in recs:
+        lm = np.asarray(r["landmarks"], dtype=np.float64)
+        scale = np.array([512 / r["width"], 1024 / r["height"]])   # the model's input geometry
+        canon = canonical_landmarks(torch.tensor(lm * scale, dtype=torch.float32)).double().numpy() / scale
+        t = encode_targets(torch.tensor((canon * scale)[None], dtype=torch.float32), (256, 128))
+        pts = decode_landmarks(_fake_output(t, (256, 128)))[0][0].double().numpy() / scale
+        np.testing.assert_allclose(pts, canon, atol=0.05)
+        if np.allclose(canon, lm):  # well-ordered labels: the angles are the reference's
+            ang = cobb_angles(pts, r["height"]).angles
+            np.testing.assert_allclose(ang, [r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]], atol=0.05)
