@@ -238,3 +238,21 @@ def test_timm_backbone_weights_from_hf_cache(tmp_path, monkeypatch):
     # the other detector's backbone is not cached: "imagenet" refuses in one line
     with pytest.raises(SpinebenchError, match="det_faster_rcnn_inception_resnet_v2"):
         create_model("det_faster_rcnn_inception_resnet_v2", pretrained="imagenet", **DET_KW)
+
+
+def test_unloadable_weights_are_refused_not_half_loaded(tmp_path, monkeypatch):
+    """A cached file of the wrong architecture: "imagenet" refuses in one line, "auto" keeps a clean random init."""
+    from torchvision.models import SqueezeNet1_1_Weights, squeezenet1_0
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(pretrained_mod, "_warned", set())
+    path = pretrained_mod.torch_hub_checkpoint(SqueezeNet1_1_Weights.DEFAULT.url)
+    path.parent.mkdir(parents=True)
+    wrong = squeezenet1_0(weights=None).state_dict()
+    torch.save(wrong, path)
+    with pytest.raises(SpinebenchError, match="ImageNet weights for cls_squeezenet1_1 cannot be loaded"):
+        create_model("cls_squeezenet1_1", pretrained="imagenet")
+    model = create_model("cls_squeezenet1_1", pretrained="auto")
+    assert model.pretrained_loaded is False
+    # squeezenet 1.0 and 1.1 share this layer's shape: a half-loaded model would hold the saved tensor
+    assert not torch.equal(model.net.features[3].expand3x3.weight, wrong["features.3.expand3x3.weight"])

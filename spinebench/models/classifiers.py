@@ -27,7 +27,8 @@ from torchvision.models.inception import InceptionAux
 
 from spinebench import FINDINGS
 from spinebench.errors import SpinebenchError
-from spinebench.models.pretrained import load_torchvision_state_dict, replace_submodule, to_one_channel
+from spinebench.models.pretrained import (load_torchvision_state_dict, replace_submodule, report_unloadable,
+                                          to_one_channel)
 from spinebench.models.registry import model_entry, register_model
 
 # ImageNet mean/std collapsed to one channel (mean of the RGB values), as for a grey image replicated to RGB.
@@ -106,9 +107,14 @@ def _build(name: str, arch: str, pretrained: str, first_conv: str,
     min_input_size = tuple(entry.extra["min_input_size"])
     net = getattr(tvm, arch)(weights=None, **arch_kwargs)
     state_dict = load_torchvision_state_dict(entry.weights.partition(":")[2], name, pretrained)
-    loaded = state_dict is not None
-    if loaded:
-        net.load_state_dict(fix_keys(state_dict) if fix_keys else state_dict, strict=True)
+    loaded = False
+    if state_dict is not None:
+        try:
+            net.load_state_dict(fix_keys(state_dict) if fix_keys else state_dict, strict=True)
+            loaded = True
+        except RuntimeError as e:  # a wrong or truncated file: never half-loaded weights
+            report_unloadable(name, pretrained, f"{entry.weights}: {str(e).splitlines()[0]}")
+            net = getattr(tvm, arch)(weights=None, **arch_kwargs)
     replace_submodule(net, first_conv, to_one_channel)
     classifier = []
     for path, make in heads.items():

@@ -153,14 +153,15 @@ def weights_cached(spec: str | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- failures
-def _unavailable(model_name: str, mode: str, reason: str) -> None:
-    """``imagenet``: raise one clear line. ``auto``: warn once per process per model, go on with random init."""
+def _unavailable(model_name: str, mode: str, reason: str, missing: bool = True) -> None:
+    """``imagenet``: raise one clear line. ``auto``: warn once per process per model, go on with random init.
+    ``missing=False`` is for weights that are there but do not load (corrupt file, wrong architecture)."""
+    what = "are not in the cache and cannot be downloaded" if missing else "cannot be loaded"
     if mode == "imagenet":
-        raise SpinebenchError(f"ImageNet weights for {model_name} are not in the cache and cannot be "
-                              f"downloaded: {reason}")
+        raise SpinebenchError(f"ImageNet weights for {model_name} {what}: {reason}")
     if model_name not in _warned:
         _warned.add(model_name)
-        _logger.warning("ImageNet weights for %s unavailable (%s); using random init", model_name, reason)
+        _logger.warning("ImageNet weights for %s %s (%s); using random init", model_name, what, reason)
 
 
 # ---------------------------------------------------------------------------------------------- loaders
@@ -179,11 +180,13 @@ def load_torchvision_state_dict(weights_name: str, model_name: str, mode: str) -
         if blocker:
             _unavailable(model_name, mode, f"{path} is missing and {blocker}")
             return None
+    cached = path.is_file()
     try:
         # load_state_dict_from_url reuses the cached file without a hash check; it downloads only when missing
         return weights.get_state_dict(progress=False, check_hash=False)
     except Exception as e:
-        _unavailable(model_name, mode, f"{type(e).__name__}: {e}")
+        _unavailable(model_name, mode, f"{path}: {type(e).__name__}: {e}" if cached else
+                     f"download failed: {type(e).__name__}: {e}", missing=not cached)
         return None
 
 
@@ -234,7 +237,7 @@ def create_timm_model(arch: str, model_name: str, mode: str, **kwargs: Any) -> t
             model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
             return model, True
         except Exception as e:
-            _unavailable(model_name, mode, f"loading {path} failed: {type(e).__name__}: {e}")
+            _unavailable(model_name, mode, f"{path}: {type(e).__name__}: {e}", missing=False)
     return timm.create_model(arch, pretrained=False, **kwargs), False
 
 
@@ -252,6 +255,11 @@ def to_one_channel(conv: nn.Conv2d) -> nn.Conv2d:
         if conv.bias is not None:
             new.bias.copy_(conv.bias.detach())
     return new
+
+
+def report_unloadable(model_name: str, mode: str, reason: str) -> None:
+    """Weights that were found but do not fit the model: an error for ``imagenet``, a warning for ``auto``."""
+    _unavailable(model_name, mode, reason, missing=False)
 
 
 def get_submodule_parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:

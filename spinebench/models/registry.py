@@ -53,8 +53,9 @@ def register_model(*, task: str, paper_name: str, input_size: tuple[int, int], c
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
-        if name in _registry and _registry[name].fn is not fn:
-            raise ValueError(f"model {name} is already registered")
+        if name in _registry and _registry[name].fn.__module__ != fn.__module__:
+            _logger.warning("model %s from %s replaces the one from %s", name, fn.__module__,
+                            _registry[name].fn.__module__)
         _registry[name] = ModelEntry(name=name, fn=fn, task=task, paper_name=paper_name,
                                      input_size=tuple(input_size), card=" ".join(card.split()),
                                      weights=weights, extra=dict(extra))
