@@ -135,6 +135,16 @@ _CURVE_COLOURS = {"pt": (255, 64, 64), "mt": (64, 200, 255), "tl": (255, 200, 0)
 _CORNER_COLOUR = (0, 255, 120)
 
 
+def _font(size: int):
+    """Pillow's bundled font at ``size`` pixels (readable on 2000-3000 px radiographs); the bitmap one if old."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
 def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | None = None) -> np.ndarray:
     """RGB uint8 picture of ``image`` with the 68 corners, each vertebra's outline, and for every curve the
     lines through its two end vertebrae (the vertebra direction the AASCE angle is measured on) with its angle.
@@ -167,20 +177,27 @@ def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | Non
             draw.ellipse([x - r, y - r, x + r, y + r], fill=_CORNER_COLOUR)
     left = (quads[:, 0] + quads[:, 2]) / 2
     right = (quads[:, 1] + quads[:, 3]) / 2
-    for k, name in enumerate(ANGLE_NAMES):
-        colour = _CURVE_COLOURS[name]
+    font = _font(max(12, round(max(h, w) / 70)))
+    k_big = int(np.argmax(res.angles))
+    # smallest curve first, so the largest one (the grade) is drawn on top where curves share an end vertebra
+    for k in np.argsort(res.angles, kind="stable"):
+        name = ANGLE_NAMES[k]
         ends = res.end_vertebrae.get(name)
         if ends is None:
             continue
+        colour = _CURVE_COLOURS[name]
+        width = (3 if k == k_big else 2) * lw
         for v in ends:
             c, d = (left[v] + right[v]) / 2, right[v] - left[v]
-            draw.line([tuple(c - 1.1 * d), tuple(c + 1.1 * d)], fill=colour, width=2 * lw)
+            draw.line([tuple(c - 1.1 * d), tuple(c + 1.1 * d)], fill=colour, width=width)
         v0 = ends[0]
-        label = f"{name.upper()} {res.angles[k]:.1f}\u00b0 ({VERTEBRA_NAMES[ends[0]]}-{VERTEBRA_NAMES[ends[1]]})"
-        tx = float(min(w - 10, right[v0, 0] + 0.6 * (right[v0, 0] - left[v0, 0])))
-        draw.text((tx, float(left[v0, 1])), label, fill=colour)
+        label = f"{name.upper()} {res.angles[k]:.1f}\u00b0 {VERTEBRA_NAMES[ends[0]]}-{VERTEBRA_NAMES[ends[1]]}"
+        tx = float(min(w - 10 * font.size, right[v0, 0] + 1.2 * (right[v0, 0] - left[v0, 0])))
+        draw.text((max(0.0, tx), float(left[v0, 1]) + (k - 1) * 1.2 * font.size), label, fill=colour, font=font,
+                  stroke_width=max(1, font.size // 12), stroke_fill=(0, 0, 0))
     name, big, _ = res.largest
-    draw.text((10, 10), f"largest {name.upper()} {big:.1f}\u00b0: {severity_grade(big)}", fill=(255, 255, 255))
+    draw.text((10, 10), f"largest {name.upper()} {big:.1f}\u00b0: {severity_grade(big)}", fill=(255, 255, 255),
+              font=font, stroke_width=max(1, font.size // 12), stroke_fill=(0, 0, 0))
     return np.asarray(im, dtype=np.uint8)
 
 
