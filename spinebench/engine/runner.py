@@ -221,7 +221,7 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
                        checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt", resume=resume,
                        log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, ddp_rank=rank, ddp_world=world)
     tf = transforms_for(model, settings.image_size, train=False)
-    val_pred = predict(model, sets["val"].with_transform(tf), dev, batch_size=settings.batch_size)
+    val_pred = hist["val_pred"] or predict(model, sets["val"].with_transform(tf), dev, batch_size=settings.batch_size)
     test_pred = predict(model, sets["test"].with_transform(tf), dev, batch_size=settings.batch_size)
     scored = score_predictions(name, task, val_pred, test_pred, prof.n_boot, seed)
     latency = measure_latency(model, sets["test"], dev, settings.image_size)

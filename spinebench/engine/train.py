@@ -49,6 +49,7 @@ class TrainSettings:
     max_steps_per_epoch: int | None = None     # caps an epoch (quick CPU profile)
     aux_weight: float = 0.4                    # Inception-v3 auxiliary logits, as torchvision's reference
     num_workers: int = 0
+    val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
     extra: dict = field(default_factory=dict)
 
 
@@ -152,7 +153,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
                 ddp_rank: int = 0, ddp_world: int = 1, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train ``model`` in place and load its best weights (lowest validation image-level BCE) at the end.
 
-    Returns {"history": [per-epoch dicts], "best_epoch", "epochs_run", "train_seconds", "stopped_early",
+    Returns {"val_pred": the best epoch's validation predictions (None after a resume that skipped it),
+    "history": [per-epoch dicts], "best_epoch", "epochs_run", "train_seconds", "stopped_early",
     "train_loss" (last epoch's mean total loss, the paper's "total loss" for the detectors)}.
     Raises NonFiniteLossError when a loss is NaN/inf. ``on_epoch_end(row)`` is called after each epoch's
     checkpoint is written (progress displays; tests use it to kill a run midway).
@@ -174,6 +176,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
     pos_weight = _pos_weight(train_ds).to(device)
     history: list[dict] = []
     start_epoch, best_loss, best_epoch, bad_epochs, best_state = 0, math.inf, -1, 0, None
+    best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
     elapsed = 0.0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if resume and ckpt and ckpt.is_file():
@@ -233,18 +236,21 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
             total += float(loss.detach()) * len(batch["image_id"])
             n += len(batch["image_id"])
         train_loss = total / max(1, n)
-        val = predict(model, va, device, batch_size=bs)
-        val_loss = _bce_from_probs(val["labels"], val["probs"]) if len(va) else math.nan
+        last = epoch + 1 == s.epochs
+        validate = last or (s.val_every > 0 and (epoch + 1) % s.val_every == 0)
+        val = predict(model, va, device, batch_size=bs) if validate and len(va) else None
+        val_loss = _bce_from_probs(val["labels"], val["probs"]) if val is not None else math.nan
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-               "val_auroc_implant": _auroc(val["labels"][:, 0], val["probs"][:, 0]),
-               "val_auroc_scoliosis": _auroc(val["labels"][:, 1], val["probs"][:, 1]),
+               "val_auroc_implant": _auroc(val["labels"][:, 0], val["probs"][:, 0]) if val is not None else math.nan,
+               "val_auroc_scoliosis": _auroc(val["labels"][:, 1], val["probs"][:, 1]) if val is not None else math.nan,
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
-        if val_loss < best_loss - 1e-4 or best_state is None:
+        if val is not None and (val_loss < best_loss - 1e-4 or best_state is None):
             best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
+            best_val = val
+        elif val is not None:
             bad_epochs += 1
         if ddp_rank == 0:
             if log_path:
@@ -266,7 +272,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
         epoch_bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": best_epoch, "epochs_run": len(history), "train_seconds": elapsed,
+    return {"val_pred": best_val, "history": history, "best_epoch": best_epoch, "epochs_run": len(history),
+            "train_seconds": elapsed,
             "stopped_early": stopped_early, "train_loss": history[-1]["train_loss"] if history else math.nan,
             "best_val_loss": best_loss}
 
@@ -318,7 +325,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 @torch.inference_mode()
-def measure_latency(model, ds: SpineDataset, device, image_size=None, n: int = 10, warmup: int = 2) -> float:
+def measure_latency(model, ds: SpineDataset, device, image_size=None, n: int = 8, warmup: int = 2) -> float:
     """Median milliseconds for one image (batch 1, preprocessing excluded) on ``device``."""
     model.eval()
     tf = transforms_for(model, image_size, train=False)
