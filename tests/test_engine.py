@@ -181,3 +181,24 @@ def test_ddp_two_processes_on_gloo(tiny_data, tmp_path):
     rows = read_rows(tmp_path / "results" / "leaderboard.csv")
     assert len(rows) == 1 and rows[0]["status"] == "ok", rows[0].get("error")
     assert (tmp_path / "w" / "cls_squeezenet1_1.pt").is_file()
+
+
+@pytest.mark.slow
+def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
+    from spinebench.data import synth
+    from spinebench.engine.runner import run_all
+
+    synth.generate(tmp_path / "synth", n=30, seed=1, workers=1, progress=False)
+    prof = replace(TINY, cache_side=160, cobb={"input_size": (128, 64), "epochs": 1, "batch_size": 4,
+                                               "max_steps_per_epoch": 2})
+    cobb = [m for m in list_models() if model_info(m)["task"] == "cobb"]
+    run_dir = run_all(data=[f"synth={tmp_path / 'synth'}"], profile=prof, models=cobb, device="cpu",
+                      out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "w",
+                      pretrained="none", progress=False, report=False)
+    row = read_rows(tmp_path / "results" / "leaderboard.csv")[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["task"] == "cobb" and 0 <= float(row["smape"]) <= 100
+    assert float(row["smape_lo"]) <= float(row["smape"]) <= float(row["smape_hi"])
+    with open(next((run_dir / "predictions").glob("*-cobb.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"true_pt", "pred_pt"} <= set(rows[0])

@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -116,7 +117,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             raise SpinebenchError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
         models = list(models)
     else:
-        models = [m for m in known if model_info(m)["task"] in ("classification", "detection")]
+        # the paper's six, plus the Cobb landmark model when the data has landmarks (checked once loaded)
+        models = [m for m in known if model_info(m)["task"] in ("classification", "detection", "cobb")]
 
     if resume:
         run_dir = Path(resume)
@@ -141,6 +143,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     else:
         assign_splits(records, seed=split_seed, mode=split_mode)
     counts = {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")}
+    if not any(r.get("landmarks") is not None for r in records):
+        models = [m for m in models if model_info(m)["task"] != "cobb"]
     if counts["train"] == 0 or counts["test"] == 0 or counts["val"] == 0:
         raise SpinebenchError(f"too few patients to split ({counts}); give more data")
 
@@ -210,6 +214,9 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
     info = model_info(name)
     task = info["task"]
     seed_everything(seed)
+    if task == "cobb":
+        return _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, resume, progress, context,
+                         weights_dir, save)
     kwargs = _model_kwargs(task, prof)
     model = create_model(name, pretrained=pretrained, **kwargs)
     settings = prof.settings_for(name, task, len(sets["train"]), image_size)
@@ -246,6 +253,77 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
             save_weights(model.cpu(), weights_dir, meta=meta)
     return row, {"history": hist["history"], "thresholds": scored["thresholds"], "best_epoch": hist["best_epoch"],
                  "train_loss": hist["train_loss"]}
+
+
+def _with_landmarks(ds: SpineDataset) -> SpineDataset:
+    return ds.subset([i for i, r in enumerate(ds.records) if r.get("landmarks") is not None])
+
+
+def _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, resume, progress, context,
+              weights_dir, save):
+    """The landmark model: trained on the images that have landmarks, scored by SMAPE, angle MAE, grades, and
+    by scoliosis (largest measured angle >= 10 degrees) on the same test split as the six."""
+    from spinebench.engine.cobb_train import predict_landmarks, score_cobb, train_cobb
+    from spinebench.evaluation.results import RESULT_COLUMNS, make_row
+    from spinebench.models import create_model
+
+    tr, va, te = (_with_landmarks(sets[s]) for s in ("train", "val", "test"))
+    if not len(tr) or not len(va) or not len(te):
+        raise SpinebenchError(f"{name} needs landmarks in every split; the data has {len(tr)}/{len(va)}/{len(te)} "
+                              "train/val/test images with landmarks")
+    cfg = dict(prof.cobb)
+    input_size = tuple(cfg.pop("input_size"))
+    if epochs:
+        cfg["epochs"] = epochs
+    kwargs = {"input_size": input_size}
+    model = create_model(name, pretrained=pretrained, **kwargs)
+    tag = f"{name}-s{seed}"
+    hist = train_cobb(model, tr, va, device=dev, seed=seed, checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt",
+                      resume=resume, log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, **cfg)
+    pred = predict_landmarks(model, te, dev)
+    items = [te[i] for i in range(len(te))]
+    scales = [it["scale"] for it in items]
+    heights = [it["image"].shape[-2] for it in items]
+    true = np.stack([it["landmarks"].numpy().astype(np.float64) for it in items])
+    true_angles = np.array([[r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]] for r in te.records])
+    metrics = score_cobb(pred, true, true_angles, [r["patient_id"] for r in te.records], n_boot=prof.n_boot,
+                         seed=seed, image_heights=heights, scales=scales)
+    latency = _cobb_latency(model, te, dev)
+    row = make_row(**context, model=name, task="cobb", paper_name=info.get("paper_name", ""),
+                   pretrained=bool(model.pretrained_loaded), epochs=hist["epochs_run"],
+                   input_size="x".join(str(v) for v in input_size), params_m=round(info["params_m"], 3),
+                   train_seconds=round(hist["train_seconds"], 1), latency_ms=round(latency, 2), status="ok",
+                   **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS and k not in context})
+    if context["n_test"] != len(te):
+        row["n_test"] = len(te)
+    pa = np.asarray(metrics["pred_angles"])
+    path = run_dir / "predictions" / f"{tag}-cobb.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "patient_id", "true_pt", "true_mt", "true_tl", "pred_pt", "pred_mt", "pred_tl"])
+        for r, p in zip(te.records, pa):
+            w.writerow([r["image_id"], r["patient_id"], r["cobb_pt"], r["cobb_mt"], r["cobb_tl"], *p.tolist()])
+    if save:
+        meta = {"model": name, "task": "cobb", "thresholds": [], "run_id": context["run_id"], "data": context["data"],
+                "seed": seed, "pretrained": bool(model.pretrained_loaded), "input_size": list(input_size),
+                "image_size": None, "model_kwargs": kwargs, "git_commit": context["git_commit"],
+                "device": context["device"], "best_epoch": hist["best_epoch"],
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        save_weights(model.cpu(), weights_dir, meta=meta)
+    return row, {"history": hist["history"], "best_epoch": hist["best_epoch"],
+                 "grade_confusion": metrics["grade_confusion"]}
+
+
+@torch.inference_mode()
+def _cobb_latency(model, ds: SpineDataset, device, n: int = 4) -> float:
+    from spinebench.engine.cobb_train import predict_landmarks
+
+    sub = ds.subset(range(min(n, len(ds))))
+    predict_landmarks(model, sub.subset(range(1)), device)  # warm-up
+    t0 = time.perf_counter()
+    predict_landmarks(model, sub, device, batch_size=1)
+    return (time.perf_counter() - t0) * 1000 / max(1, len(sub))
 
 
 def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] = ("synth",),

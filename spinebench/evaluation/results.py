@@ -42,7 +42,9 @@ CONTEXT_COLUMNS = (
     "train_seconds", "latency_ms", "git_commit", "status", "error",
 )
 #: Cobb-angle regression metrics (SMAPE in %, mean absolute errors in degrees), with CI bounds.
-COBB_KEYS = tuple(k for name in ("smape", "mae_pt", "mae_mt", "mae_tl") for k in (name, f"{name}_lo", f"{name}_hi"))
+COBB_KEYS = tuple(k for name in ("smape", "mae_pt", "mae_mt", "mae_tl", "mae_largest", "landmark_mpe_px",
+                                  "landmark_mpe_px_orig", "grade_accuracy")
+                  for k in (name, f"{name}_lo", f"{name}_hi"))
 #: The stable, ordered column set of every result row and leaderboard CSV.
 RESULT_COLUMNS: tuple[str, ...] = CONTEXT_COLUMNS + IMAGE_LEVEL_KEYS + DETECTION_KEYS + COBB_KEYS
 assert len(set(RESULT_COLUMNS)) == len(RESULT_COLUMNS), "duplicate result column"
