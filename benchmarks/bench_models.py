@@ -5,7 +5,8 @@ run. Inputs are random tensors at each model's default input size (``model_info(
 classifiers ``B x 1 x H x W``; detectors a list of ``1 x H x W`` images with two boxes each (832 x 512, the
 largest tall image the default transform passes through unresized); any other task (e.g. ``cobb``) a
 ``B x 1 x H x W`` tensor whose outputs' mean stands in for a loss. Random init: cost does not depend on weight
-values. Results go to ``benchmarks/results/models_<device>.csv`` (device and precision in the rows too).
+values. ``gflops`` is the forward pass at batch 1 (torch's FLOP counter, 2 FLOPs per multiply-add), which no
+machine load can distort. Results go to ``benchmarks/results/models_<device>.csv`` (device and precision in the rows too).
 
     python benchmarks/bench_models.py                       # all models, CPU
     python benchmarks/bench_models.py --infer-iters 50 --budget-s 60 --models cls_resnet50
@@ -36,7 +37,7 @@ from spinebench.models import create_model, list_models, model_info  # noqa: E40
 
 log = logging.getLogger("bench_models")
 
-COLUMNS = ["model", "task", "device", "precision", "threads", "params_m", "input_size", "infer_batch",
+COLUMNS = ["model", "task", "device", "precision", "threads", "params_m", "input_size", "gflops", "infer_batch",
            "infer_p50_ms", "infer_p95_ms", "infer_iters", "train_batch", "train_img_per_s", "train_iters",
            "loadavg_1m", "torch", "error"]
 
@@ -103,6 +104,12 @@ def bench_model(name: str, device: torch.device, infer_iters: int, train_iters: 
     x, _ = _inputs(task, size, 1, device)
     with torch.inference_mode():
         times = [t * 1000 for t in _timed_loop(lambda: model(x), infer_iters, warmup, budget_s, 3, device)]
+        # FLOPs do not depend on the machine's load, unlike the timings
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    row["gflops"] = round(counter.get_total_flops() / 1e9, 2)
     row.update(infer_batch=1, infer_iters=len(times), infer_p50_ms=round(float(np.percentile(times, 50)), 1),
                infer_p95_ms=round(float(np.percentile(times, 95)), 1))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +255,17 @@ def test_unloadable_weights_are_refused_not_half_loaded(tmp_path, monkeypatch):
     assert model.pretrained_loaded is False
     # squeezenet 1.0 and 1.1 share this layer's shape: a half-loaded model would hold the saved tensor
     assert not torch.equal(model.net.features[3].expand3x3.weight, wrong["features.3.expand3x3.weight"])
+
+
+def test_inception_aux_head_is_torchvisions_from_299():
+    """The size-tolerant aux head computes exactly torchvision's numbers where torchvision's works."""
+    from torchvision.models.inception import InceptionAux
+
+    from spinebench.models.classifiers import _InceptionAuxAnySize
+
+    ref, ours = InceptionAux(768, 2).eval(), _InceptionAuxAnySize(768, 2).eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.rand(2, 768, 17, 17)  # Mixed_6e at 299 px
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+        assert ours(torch.rand(2, 768, 3, 3)).shape == (2, 2)  # Mixed_6e at 75 px, where torchvision's fails
