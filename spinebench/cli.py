@@ -116,7 +116,7 @@ def _leaderboard_text(path) -> str:
 
     rows = read_rows(path)
     cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
-            "implant_auroc", "scoliosis_auroc", "map_50", "train_seconds", "latency_ms")
+            "implant_auroc", "scoliosis_auroc", "map_50", "smape", "train_seconds", "latency_ms")
     out = ["  ".join(f"{c:>16}" if i else f"{c:<36}" for i, c in enumerate(cols))]
     for r in rows:
         cells = []
@@ -258,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # third-party chatter (static figure export, HTTP clients) stays out of the user's way
+        for noisy in ("choreographer", "kaleido", "httpx", "urllib3", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         # `spinebench` or `spinebench data` alone: show what there is to do
         target = parser

@@ -43,9 +43,9 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         name="quick", cache_side=320,
-        classifier=TrainSettings(epochs=3, batch_size=16, lr=1e-3, patience=3, warmup_epochs=0.3,
-                                 image_size=(128, 128), max_steps_per_epoch=8),
-        detector=TrainSettings(epochs=2, batch_size=2, lr=2e-4, patience=3, warmup_epochs=0.2,
+        classifier=TrainSettings(epochs=5, batch_size=16, lr=1e-3, patience=3, warmup_epochs=0.3,
+                                 image_size=(128, 128), max_steps_per_epoch=12),
+        detector=TrainSettings(epochs=3, batch_size=2, lr=2e-4, patience=3, warmup_epochs=0.2,
                                max_steps_per_epoch=10, val_every=0),
         detector_kwargs={"min_size": 256, "max_size": 320},
         classifier_sizes={"cls_inception_v3": (128, 128)},
