@@ -364,13 +364,17 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     for name in names:
         try:
             model, entry = load_weights(name, weights_dir, dev)
+            info = model_info(name)
+            if info["task"] == "cobb":
+                rows.append(_evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file,
+                                           entry))
+                continue
             size = tuple(entry["image_size"]) if entry.get("image_size") else None
             pred = predict(model, ds.with_transform(transforms_for(model, size, train=False)), dev)
             metrics = evaluate_image_level(pred["labels"], pred["probs"], pred["patient_ids"],
                                            entry["thresholds"], n_boot=n_boot, seed=0)
             if model.default_cfg["task"] == "detection":
                 metrics.update(detection_map(pred["detections"], pred["targets"]))
-            info = model_info(name)
             rows.append(make_row(run_id=run_id, model=name, task=info["task"], paper_name=info.get("paper_name", ""),
                                  data=" ".join(data), split_file=split_file or "", n_test=len(chosen),
                                  seed=entry.get("seed", ""), pretrained=bool(entry.get("pretrained")),
@@ -386,6 +390,24 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     if out:
         append_rows(Path(out), rows)
     return rows
+
+
+def _evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file, entry) -> dict:
+    """A saved landmark model on the images of ``ds`` that have landmarks (others cannot be scored)."""
+    from spinebench.engine.cobb_train import score_dataset
+    from spinebench.evaluation.results import RESULT_COLUMNS, make_row
+
+    te = _with_landmarks(ds)
+    if not len(te):
+        raise SpinebenchError(f"{name} scores Cobb angles, but none of the chosen images has landmarks")
+    metrics = score_dataset(model, te, dev, n_boot=n_boot, seed=0)
+    return make_row(run_id=run_id, model=name, task="cobb", paper_name=info.get("paper_name", ""),
+                    data=" ".join(data), split_file=split_file or "", n_test=len(te), seed=entry.get("seed", ""),
+                    pretrained=bool(entry.get("pretrained")), device=str(dev), precision=precision_of(dev),
+                    params_m=round(info["params_m"], 3),
+                    input_size="x".join(str(v) for v in entry.get("input_size", [])),
+                    latency_ms=round(_cobb_latency(model, te, dev), 2), git_commit=commit, status="ok",
+                    **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS})
 
 
 def _make_report(run_dir: Path) -> None:
