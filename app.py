@@ -144,10 +144,8 @@ def _panel_label(name: str, r: dict) -> str:
     if "error" in r:
         return f"{name}: error"
     if r["task"] == "cobb":
-        return f"{name} ({r.get('ms', 0):.0f} ms)"
-    dec = ", ".join(f"{f} {'PRESENT' if r[f]['positive'] else 'absent'} ({r[f]['probability']:.2f})"
-                    for f in ("implant", "scoliosis"))
-    return f"{name}: {dec} · {r.get('ms', 0):.0f} ms"
+        return f"Cobb angles ({name}): largest {r['largest']:.1f}°, {r['grade']} · {r.get('ms', 0):.0f} ms"
+    return f"{name} · {r.get('ms', 0):.0f} ms"
 
 
 _BATCH_DIR = Path(tempfile.gettempdir()) / "spinebench-demo-batch"
@@ -211,6 +209,7 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
                     upload = gr.File(label="X-ray: PNG, JPEG, TIFF or DICOM", file_count="single",
                                      type="filepath", elem_id="upload")
                     run_btn = gr.Button("Analyze", variant="primary", elem_id="analyze-btn")
+                    examples_slot = gr.Column()
                     view = gr.Image(label="As the models see it (DICOM windowing applied, downscaled)",
                                     interactive=False, format="png", elem_id="model-view", height=420)
                     meta_md = gr.Markdown(elem_id="image-meta")
@@ -221,12 +220,13 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
                     panel_images: list[gr.Image] = []
                     groups = [("Detectors: Lum (implant) and sco (scoliosis) boxes", "detection"),
                               ("Classifiers: Grad-CAM of implant | scoliosis", "classification"),
-                              ("Cobb angles", "cobb")]
+                              (None, "cobb")]  # shown only where a Cobb model is trained
                     for title, task in groups:
                         names = [n for n in PANELS if _task(n) == task]
                         if not names:
                             continue
-                        gr.Markdown(f"### {title}", visible=task != "cobb")
+                        if title:
+                            gr.Markdown(f"### {title}")
                         with gr.Row():
                             for name in names:
                                 panel_images.append(gr.Image(label=name, interactive=False, format="png",
@@ -241,9 +241,12 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
             upload.upload(analyze_ui, upload, outputs, api_name="analyze_upload", api_visibility="undocumented",
                           concurrency_id="models")
             if EXAMPLES:
-                gr.Examples([[p] for p, _ in EXAMPLES], inputs=[upload], outputs=outputs, fn=analyze_ui,
-                            run_on_click=True, cache_examples=False, example_labels=[lbl for _, lbl in EXAMPLES],
-                            label="Examples (synthetic radiographs made by spinebench)", api_name="analyze_example")
+                with examples_slot:
+                    gr.Examples([[p] for p, _ in EXAMPLES], inputs=[upload], outputs=outputs, fn=analyze_ui,
+                                run_on_click=True, cache_examples=False,
+                                example_labels=[lbl for _, lbl in EXAMPLES], examples_per_page=len(EXAMPLES),
+                                label="Examples (synthetic radiographs made by spinebench)",
+                                api_name="analyze_example")
             gr.api(analyze, api_name="analyze", concurrency_id="models")
 
         with gr.Tab("Leaderboard", id="leaderboard"):

@@ -46,7 +46,7 @@ from spinebench.engine.profiles import PROFILES
 from spinebench.engine.train import transforms_for
 from spinebench.engine.weights import load_weights, read_weights_manifest, trained_models
 from spinebench.errors import ImageLoadError, SpinebenchError
-from spinebench.gradcam import GradCAM, upsample
+from spinebench.gradcam import GradCAM, trace_frozen, upsample
 from spinebench.io import load_image
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def profile_cache_side(entry: dict) -> int:
     Read from the manifest entry: ``cache_side`` when recorded, else the profile named at the end of the run id
     (``20250101-120000-quick``), else the quick profile's.
     """
-    if entry.get("cache_side"):
-        return int(entry["cache_side"])
+    if entry.get("cache_side") or entry.get("max_side"):  # max_side: spinebench.engine.cobb_train's name for it
+        return int(entry.get("cache_side") or entry["max_side"])
     prof = entry.get("profile") or str(entry.get("run_id", "")).rsplit("-", 1)[-1]
     return PROFILES[prof].cache_side if prof in PROFILES else PROFILES["quick"].cache_side
 
@@ -105,11 +105,14 @@ def _threshold_pair(entry: dict) -> tuple[float, float]:
     return t[0], t[1]
 
 
+def available_cores() -> int:
+    """Cores this process may run on (a container's affinity, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_cpu_threads(n: int | None = None) -> int:
-    """Use every core this process may run on for intra-op parallelism (containers often report more)."""
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, int(n)))
+    """Intra-op threads for torch (default: every available core); returns the number set."""
+    torch.set_num_threads(max(1, int(n or available_cores())))
     return torch.get_num_threads()
 
 
@@ -122,19 +125,34 @@ class Predictor:
         device: torch device (the demo uses the CPU).
         cache_side: override the training profile's downscale (default: from each manifest entry).
         heatmaps: compute Grad-CAM for the classifiers (cheap: see ``spinebench.gradcam``).
-        threads: CPU threads (default: all cores available to the process).
+        threads: CPU cores to use (default: all available to the process).
+        lanes: models run concurrently in this many threads, each op single- or few-threaded (default on a CPU:
+            2 when 2+ cores). Why: the small classifiers scale poorly over intra-op threads, and on a shared CPU
+            (a Space, a CI box) OpenMP's spin-waiting threads slow a 2-thread forward pass by 10x and more as soon
+            as another process competes; independent single-threaded lanes neither waste cycles waiting nor stall.
+            Models are placed on lanes longest-first by their measured times.
+        optimize: freeze the convolutional parts for inference (classifier bodies, detector backbones and RPN
+            heads: TorchScript trace + freeze + optimize_for_inference, about 1.5-2x faster on a CPU). Each frozen
+            part is checked against its eager module when built and left eager if it differs; what the models
+            compute is unchanged (float rounding aside).
 
     Thread safety: one analysis at a time (a lock); the demo's queue serialises requests anyway.
     """
 
     def __init__(self, weights_dir: str | os.PathLike, models: Sequence[str] | None = None, device: str = "cpu",
-                 cache_side: int | None = None, heatmaps: bool = True, threads: int | None = None):
+                 cache_side: int | None = None, heatmaps: bool = True, threads: int | None = None,
+                 optimize: bool = True, lanes: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
         from spinebench.models import model_info
 
         self.weights_dir = Path(weights_dir)
         self.device = torch.device(device)
+        cores = int(threads or available_cores())
+        self.lanes = int(lanes or (min(2, cores) if self.device.type == "cpu" else 1))
+        self.threads = max(1, cores // self.lanes)
         if self.device.type == "cpu":
-            set_cpu_threads(threads)
+            set_cpu_threads(self.threads)
         available = trained_models(self.weights_dir)
         order = panel_models()
         available = sorted(available, key=lambda n: order.index(n) if n in order else len(order))
@@ -159,11 +177,15 @@ class Predictor:
             lm = LoadedModel(name=name, task=task, model=model, entry=entry,
                              thresholds=_threshold_pair(entry) if task != "cobb" else (math.nan, math.nan),
                              image_size=size)
+            example = _example_view(cache_side or profile_cache_side(entry))
             if task == "classification":
                 lm.transform = transforms_for(model, size, train=False)
-                lm.cam = GradCAM(model)
+                x = lm.transform({"image": example}, np.random.default_rng(0))["image"][None].to(self.device)
+                lm.cam = GradCAM(model, optimize=optimize and self.device.type == "cpu", example=x)
             elif task == "detection":
                 lm.transform = transforms_for(model, None, train=False)
+                if optimize and self.device.type == "cpu":
+                    optimize_detector(model, example.to(self.device))
             self.models[name] = lm
         if not self.models:
             raise SpinebenchError(f"no usable trained models in {self.weights_dir}")
@@ -172,6 +194,11 @@ class Predictor:
             log.warning("models were trained at different cache sides %s; each gets its own", sorted(sides))
         self.cache_side = cache_side
         self._lock = threading.Lock()
+        # first guess of each model's cost (replaced by measured times): detectors cost ~4x per parameter
+        self._cost = {n: float(model_info(n)["params_m"]) * (4.0 if m.task == "detection" else 1.0)
+                      for n, m in self.models.items()}
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="spinebench-lane") if self.lanes > 1 \
+            else None
         log.info("predictor: %d models from %s (%s)", len(self.models), self.weights_dir, ", ".join(self.models))
 
     @property
@@ -194,6 +221,8 @@ class Predictor:
             img, meta = load_image(src, max_pixels=max_pixels)
         t_load = time.perf_counter()
         with self._lock:
+            if self.device.type == "cpu":
+                torch.set_num_threads(self.threads)  # someone may have changed it since (process-wide)
             views: dict[int, tuple[np.ndarray, float]] = {}
             for lm in self.models.values():
                 side = self.side_for(lm)
@@ -201,19 +230,20 @@ class Predictor:
                     arr, scale = _resize_keep_aspect(img, side)
                     views[side] = (arr.astype(np.float32), scale)
             t_view = time.perf_counter()
-            results: dict[str, dict] = {}
-            raw: dict[str, dict] = {}
-            for name, lm in self.models.items():
-                view, scale = views[self.side_for(lm)]
-                ts = time.perf_counter()
-                try:
-                    out, extra = self._run_one(lm, view, scale)
-                except SpinebenchError as e:
-                    out, extra = {"task": lm.task, "error": str(e)}, {}
-                out["ms"] = round((time.perf_counter() - ts) * 1000, 1)
-                results[name] = out
-                raw[name] = extra
+            plan = self.plan()
+            if self._pool is not None and len(plan) > 1:
+                done: dict = {}
+                for part in [f.result() for f in [self._pool.submit(self._run_lane, lane, views, draw)
+                                                  for lane in plan]]:
+                    done.update(part)
+            else:
+                done = self._run_lane(list(self.models), views, draw)
+            for name, (out, _, _) in done.items():
+                if "error" not in out:  # running estimate of each model's time, for the lane plan
+                    self._cost[name] = out["ms"] if self._measured(name) else 0.7 * self._cost[name] + 0.3 * out["ms"]
         t_models = time.perf_counter()
+        results = {n: done[n][0] for n in self.models}
+        raw = {n: done[n][1] for n in self.models}
         main_side = max(views)
         view, scale = views[main_side]
         info = {k: _jsonable(meta.get(k)) for k in SAFE_META if k in meta}
@@ -228,9 +258,43 @@ class Predictor:
         }
         analysis = Analysis(result=result, view=view, raw=raw, scale=scale, views=views)
         if draw:
-            analysis.render(self)
+            analysis.images["input"] = to_uint8(view)
+            analysis.images.update({n: done[n][2] for n in self.models})
         result["timing_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 1)
         return analysis
+
+    def _measured(self, name: str) -> bool:
+        """True until the first measurement replaces the parameter-count guess."""
+        measured = getattr(self, "_has_time", set())
+        self._has_time = measured | {name}
+        return name not in measured
+
+    def plan(self) -> list[list[str]]:
+        """Models per lane, longest first onto the least loaded lane (LPT scheduling)."""
+        lanes: list[list[str]] = [[] for _ in range(self.lanes)]
+        load = [0.0] * self.lanes
+        for name in sorted(self.models, key=lambda n: -self._cost[n]):
+            i = load.index(min(load))
+            lanes[i].append(name)
+            load[i] += self._cost[name]
+        return [lane for lane in lanes if lane]
+
+    def _run_lane(self, names: Sequence[str], views: dict, draw: bool) -> dict[str, tuple[dict, dict, object]]:
+        if self.device.type == "cpu" and threading.current_thread() is not threading.main_thread():
+            # OpenMP keeps the thread count per thread: a lane thread would otherwise start with every core
+            torch.set_num_threads(self.threads)
+        out = {}
+        for name in names:
+            lm = self.models[name]
+            view, scale = views[self.side_for(lm)]
+            ts = time.perf_counter()
+            try:
+                res, extra = self._run_one(lm, view, scale)
+            except SpinebenchError as e:
+                res, extra = {"task": lm.task, "error": str(e)}, {}
+            res["ms"] = round((time.perf_counter() - ts) * 1000, 1)
+            out[name] = (res, extra, render_model(view, res, extra) if draw else None)
+        return out
 
     def _run_one(self, lm: LoadedModel, view: np.ndarray, scale: float) -> tuple[dict, dict]:
         base = {"task": lm.task, "paper_name": lm.paper_name}
@@ -266,20 +330,73 @@ class Predictor:
         raise SpinebenchError(f"{lm.name}: task {lm.task!r} is not supported")
 
     def _run_cobb(self, lm: LoadedModel, view: np.ndarray, scale: float, base: dict) -> tuple[dict, dict]:
-        """The optional 7th model: Cobb angles from vertebra landmarks (spinebench.measure)."""
-        from spinebench import measure  # only present where the Cobb model is
+        """The optional 7th model: vertebra corners -> the three Cobb angles (spinebench.measure, spinebench.cobb).
 
-        m = measure.measure_image(lm.model, view, entry=lm.entry, device=self.device)
-        out = dict(base, **{k: _jsonable(v) for k, v in m.items() if k not in ("landmarks", "overlay")})
-        if "landmarks" in m and m["landmarks"] is not None:
-            out["landmarks"] = np.round(np.asarray(m["landmarks"], dtype=np.float64) / scale, 1).tolist()
-        return out, {"measure": m}
+        Not counted in the agreement of the six: it measures, it does not give the two findings' probabilities.
+        """
+        from spinebench import SCOLIOSIS_COBB_DEG
+        from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, severity_grade
+        from spinebench.measure import measure_image
 
-    def warmup(self, side: int = 384) -> None:
-        """One pass on a blank image so the first visitor does not pay for lazy initialisation."""
-        img = np.zeros((side, side // 2), dtype=np.float32)
-        img[side // 4: 3 * side // 4, side // 8: 3 * side // 8] = 0.6
-        self.analyze((img, {"format": "png", "height": side, "width": side // 2}), draw=True)
+        pts, res = measure_image(lm.model, view, max_side=self.side_for(lm))
+        name, big, _ = res.largest
+        out = dict(base, angles={k: round(float(a), 2) for k, a in zip(ANGLE_NAMES, res.angles)},
+                   largest=round(big, 2), largest_curve=name, grade=severity_grade(big),
+                   scoliosis_measured=bool(big >= SCOLIOSIS_COBB_DEG),
+                   end_vertebrae={k: [VERTEBRA_NAMES[i], VERTEBRA_NAMES[j]] for k, (i, j) in res.end_vertebrae.items()},
+                   landmarks=np.round(pts / scale, 1).tolist())
+        return out, {"landmarks": pts, "cobb": res}
+
+    def warmup(self) -> None:
+        """One full pass so that the first visitor does not pay for lazy initialisation (decoder plugins, oneDNN
+        kernels, fonts): on the shipped DICOM example when present, else on a blank image."""
+        examples = sorted((Path(__file__).resolve().parent / "assets" / "examples").glob("*.dcm"))
+        if examples:
+            self.analyze(str(examples[0]), draw=True)
+            return
+        img = np.zeros((512, 256), dtype=np.float32)
+        img[128:384, 64:192] = 0.6
+        self.analyze((img, {"format": "png", "height": 512, "width": 256}), draw=True)
+
+
+def _example_view(side: int) -> torch.Tensor:
+    """A (1, side, side // 2) image with structure, to trace models on (a spine radiograph is about 1:2.5)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, side, max(32, side // 2), generator=g)
+
+
+class _Frozen(torch.nn.Module):
+    """A frozen TorchScript module standing in for the eager one (keeps attributes the caller reads)."""
+
+    def __init__(self, frozen, **attrs):
+        super().__init__()
+        self.frozen = frozen
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def forward(self, *args):
+        return self.frozen(*args)
+
+
+def optimize_detector(model: torch.nn.Module, example: torch.Tensor) -> bool:
+    """Freeze a torchvision detector's backbone (+FPN) and RPN head in place (see Predictor's ``optimize``).
+
+    The region proposals, RoI pooling and box head stay eager: their shapes depend on the data. Returns whether the
+    backbone was frozen.
+    """
+    with torch.inference_mode():
+        images, _ = model.transform([example])
+    x = images.tensors.clone()
+    frozen = trace_frozen(model.backbone, x)
+    if frozen is None:
+        return False
+    model.backbone = _Frozen(frozen, out_channels=model.backbone.out_channels)
+    with torch.inference_mode():
+        feats = [f.clone() for f in model.backbone(x).values()]
+    head = trace_frozen(model.rpn.head, (feats,))
+    if head is not None:
+        model.rpn.head = _Frozen(head)
+    return True
 
 
 def _decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
@@ -339,19 +456,11 @@ class Analysis:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # "input" and one per model
 
     def render(self, predictor: Predictor) -> None:
+        """Draw the pictures of an analysis made with ``draw=False``."""
         self.images["input"] = to_uint8(self.view)
         for name, r in self.result["models"].items():
-            lm = predictor.models[name]
-            view, _ = self.views[predictor.side_for(lm)]
-            extra = self.raw.get(name) or {}
-            if "error" in r:
-                self.images[name] = caption(gray_rgb(view), r["error"])
-            elif r["task"] == "classification":
-                self.images[name] = cam_panel(view, extra.get("cams"), r)
-            elif r["task"] == "detection":
-                self.images[name] = draw_boxes(view, extra.get("det"), r)
-            elif r["task"] == "cobb":
-                self.images[name] = _cobb_overlay(view, extra.get("measure"), r)
+            view, _ = self.views[predictor.side_for(predictor.models[name])]
+            self.images[name] = render_model(view, r, self.raw.get(name) or {})
 
     def summary_rows(self) -> list[list]:
         return summary_rows(self.result)
@@ -364,11 +473,26 @@ class Analysis:
         self.images.clear()
 
 
+def render_model(view: np.ndarray, r: dict, extra: dict) -> np.ndarray:
+    """One model's picture: boxes (detectors), Grad-CAM of both findings (classifiers), corners and Cobb lines."""
+    if "error" in r:
+        return caption(gray_rgb(view), r["error"])
+    if r["task"] == "classification":
+        return cam_panel(view, extra.get("cams"), r)
+    if r["task"] == "detection":
+        return draw_boxes(view, extra.get("det"), r)
+    return _cobb_overlay(view, extra)
+
+
 def summary_rows(result: dict) -> list[list]:
     """One row per model: model, implant (probability, decision), scoliosis (probability, decision), ms."""
     rows = []
     for name, r in result["models"].items():
         row = [name]
+        if r.get("task") == "cobb" and "largest" in r:
+            rows.append([name, "—", f"largest Cobb angle {r['largest']:.1f}° ({r['largest_curve'].upper()}, "
+                                    f"{r['grade']})", r.get("ms", "")])
+            continue
         for f in FINDINGS:
             d = r.get(f)
             if isinstance(d, dict):
@@ -452,23 +576,47 @@ def caption(rgb: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(im)
 
 
+#: Overlays are drawn on the view enlarged to about this height, so labels stay legible (the view itself is shown
+#: as the models see it).
+DISPLAY_HEIGHT = 640
+
+
+def display_view(view: np.ndarray) -> tuple[np.ndarray, float]:
+    """The model's view enlarged (bilinear) to about DISPLAY_HEIGHT for drawing; (image, factor)."""
+    h, w = view.shape
+    f = max(1.0, DISPLAY_HEIGHT / h)
+    if f == 1.0:
+        return view, 1.0
+    t = torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32))[None, None]
+    big = torch.nn.functional.interpolate(t, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False)
+    return big[0, 0].clamp_(0, 1).numpy(), f
+
+
+def _decision_lines(d, r: dict, h: int, font, findings: Sequence[str] = FINDINGS, note: str | None = None) -> None:
+    """Bottom-left (the top is under the viewer's title bar): an optional grey note, then each finding's
+    probability and decision, in the finding's colour when present."""
+    line = font.size + 6
+    lines = ([(note, (220, 220, 220))] if note else []) + [
+        (f"{f} {r[f]['probability']:.2f} {'PRESENT' if r[f]['positive'] else 'absent'}",
+         FINDING_COLOURS[f] if r[f]["positive"] else (200, 200, 200)) for f in findings]
+    for i, (text, colour) in enumerate(lines):
+        _label(d, (2, h - 2 - (len(lines) - 1 - i) * line), text, colour, font, anchor_bottom=True)
+
+
 def cam_panel(view: np.ndarray, cams: np.ndarray | None, r: dict) -> np.ndarray:
     """Grad-CAM of both findings side by side over the model's view, titled with probability and decision."""
     from PIL import Image, ImageDraw
 
-    h, w = view.shape
+    big, _ = display_view(view)
+    h, w = big.shape
     panels = []
-    font = _font(max(10, min(16, w // 12)))
+    font = _font(max(11, min(18, w // 10)))
     for j, f in enumerate(FINDINGS):
         heat = upsample(cams[j], (h, w)) if cams is not None else np.zeros((h, w), np.float32)
-        im = Image.fromarray(overlay_heatmap(view, heat))
-        d = ImageDraw.Draw(im)
-        dec = r[f]
-        _label(d, (2, 2), f"{f}: {dec['probability']:.2f}", FINDING_COLOURS[f], font)
-        _label(d, (2, h - 2), "PRESENT" if dec["positive"] else "absent",
-               FINDING_COLOURS[f] if dec["positive"] else (200, 200, 200), font, anchor_bottom=True)
+        im = Image.fromarray(overlay_heatmap(big, heat))
+        _decision_lines(ImageDraw.Draw(im), r, h, font, findings=(f,))
         panels.append(np.asarray(im))
-    gap = np.zeros((h, 4, 3), np.uint8)
+    gap = np.zeros((h, 6, 3), np.uint8)
     return np.concatenate([panels[0], gap, panels[1]], axis=1)
 
 
@@ -476,10 +624,11 @@ def draw_boxes(view: np.ndarray, det: dict | None, r: dict) -> np.ndarray:
     """Boxes at or above the model's threshold for their class, labelled ``Lum 0.93`` / ``sco 0.71``."""
     from PIL import Image, ImageDraw
 
-    im = Image.fromarray(gray_rgb(view))
+    big, k = display_view(view)
+    im = Image.fromarray(gray_rgb(big))
     d = ImageDraw.Draw(im)
-    h, w = view.shape
-    font = _font(max(10, min(16, w // 20)))
+    h, w = big.shape
+    font = _font(max(11, min(18, w // 14)))
     shown = 0
     if det is not None:
         thr = {1: r["implant"]["threshold"], 2: r["scoliosis"]["threshold"]}
@@ -487,33 +636,27 @@ def draw_boxes(view: np.ndarray, det: dict | None, r: dict) -> np.ndarray:
             label = int(label)
             if label not in thr or float(score) < thr[label]:
                 continue
-            x0, y0, x1, y1 = [float(v) for v in box]
+            x0, y0, x1, y1 = [float(v) * k for v in box]
             colour = LABEL_COLOURS[label]
-            d.rectangle([x0, y0, x1, y1], outline=colour, width=max(1, w // 150))
+            d.rectangle([x0, y0, x1, y1], outline=colour, width=max(2, w // 120))
             _label(d, (x0, max(0.0, y0)), f"{LABEL_NAMES[label]} {float(score):.2f}", colour, font,
-                   anchor_bottom=y0 > 16)
+                   anchor_bottom=y0 > 3 * font.size)
             shown += 1
-    if not shown:
-        best = " / ".join(f"{LABEL_NAMES[i + 1]} {r[f]['probability']:.2f}" for i, f in enumerate(FINDINGS))
-        _label(d, (2, 2), f"no box above threshold (best {best})", (220, 220, 220), font)
+    _decision_lines(d, r, h, font, note=None if shown else "no box above threshold")
     return np.asarray(im)
 
 
-def _cobb_overlay(view: np.ndarray, m: dict | None, r: dict) -> np.ndarray:
-    if m is not None and m.get("overlay") is not None:
-        return np.asarray(m["overlay"])
-    try:
-        from spinebench import measure
+def _cobb_overlay(view: np.ndarray, extra: dict) -> np.ndarray:
+    from spinebench.measure import render_overlay
 
-        return np.asarray(measure.render_overlay(view, m))
-    except Exception as e:  # noqa: BLE001 - a drawing problem must not hide the numbers
-        log.debug("cobb overlay failed: %s", e)
-        return gray_rgb(view)
+    big, k = display_view(view)
+    return render_overlay(big, np.asarray(extra["landmarks"]) * k, extra["cobb"])
 
 
 # ------------------------------------------------------------------------------------------------ batch
 BATCH_COLUMNS = ["index", "file", "model", "task", "implant_probability", "implant_threshold", "implant_positive",
-                 "scoliosis_probability", "scoliosis_threshold", "scoliosis_positive", "boxes", "ms", "error"]
+                 "scoliosis_probability", "scoliosis_threshold", "scoliosis_positive", "boxes", "cobb_largest",
+                 "cobb_grade", "ms", "error"]
 
 
 def batch_rows(predictor: Predictor, files: Iterable, names: Iterable[str] | None = None) -> list[dict]:
@@ -537,6 +680,8 @@ def batch_rows(predictor: Predictor, files: Iterable, names: Iterable[str] | Non
                     row[f"{f}_positive"] = int(r[f]["positive"])
             if "boxes" in r:
                 row["boxes"] = len(r["boxes"])
+            if "largest" in r:
+                row["cobb_largest"], row["cobb_grade"] = r["largest"], r["grade"]
             rows.append(row)
         a.release()
     return rows
