@@ -27,7 +27,7 @@ from spinebench.models import create_model, list_models, model_info
 TINY = Profile(
     name="tiny", cache_side=96,
     classifier=TrainSettings(epochs=1, batch_size=8, lr=1e-3, image_size=(64, 64)),
-    detector=TrainSettings(epochs=1, batch_size=2, lr=1e-4, max_steps_per_epoch=3),
+    detector=TrainSettings(epochs=1, batch_size=2, lr=1e-4, max_steps_per_epoch=2, val_every=0),
     detector_kwargs={"min_size": 96, "max_size": 128},
     classifier_sizes={"cls_inception_v3": (75, 75)},
     n_boot=20,
