@@ -120,11 +120,6 @@ def analyze(image: FileData) -> dict:
 def analyze_ui(file):
     a = _run(_path_of(file), draw=True)
     r = a.result
-    info = r["image"]
-    meta = " · ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items()
-                      if v not in (None, "", False) and k in ("format", "modality", "height", "width", "bits_stored",
-                                                              "photometric", "window", "inverted", "model_view"))
-    meta += f"  \nAll models: {r['timing_ms']['total']:.0f} ms (load {r['timing_ms']['load']:.0f} ms)."
     panels = []
     for name in PANELS:
         if name in a.images:
@@ -135,7 +130,7 @@ def analyze_ui(file):
         else:
             panels.append(gr.Image(value=None, label=f"{name}: no trained weights in this deployment"))
     table = sp.summary_rows(r)
-    out = [a.images["input"], meta, sp.agreement_text(r), table, r, *panels]
+    out = [a.images["input"], sp.image_facts(r), sp.agreement_text(r), table, r, *panels]
     a.release()
     return out
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import platform
 import statistics
 import sys

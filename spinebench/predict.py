@@ -16,9 +16,11 @@ sigmoid is applied here, once. Decisions use each model's thresholds chosen on t
 run (weights manifest), never 0.5 by default.
 
 Speed (a 2-core CPU, see ``benchmarks/bench_demo.py``): the full-resolution image is decoded and downscaled once
-and shared by all models (each model would otherwise resize the full image itself); everything runs under
+and shared by all models (each model would otherwise resize the full image itself); the convolutional parts are
+frozen TorchScript graphs (BatchNorm folded, oneDNN weights pre-packed); everything runs under
 ``torch.inference_mode`` except the classifiers' heads, where Grad-CAM needs gradients, and those come from the same
-forward pass as the probabilities (``spinebench.gradcam``: no second forward, no backward through the backbone).
+forward pass as the probabilities (``spinebench.gradcam``: no second forward, no backward through the backbone);
+the models run in two single-threaded lanes (see :class:`Predictor`).
 
 Research software, not a medical device: every result carries :data:`DISCLAIMER`.
 """
@@ -60,6 +62,10 @@ SAFE_META = ("format", "modality", "height", "width", "bits_stored", "photometri
 TASKS = ("classification", "detection", "cobb")
 #: Pixel budget of one uploaded image in the demo (a 6000 x 6000 radiograph is 36 MP).
 DEMO_MAX_PIXELS = 50_000_000
+#: Images smaller or more elongated than this are not radiographs the models can read (a 1 x 4000 strip would
+#: break the detectors' strided backbones).
+MIN_SIDE = 32
+MAX_ASPECT = 8.0
 
 # colours (RGB) of the two findings, used for boxes and table badges
 FINDING_COLOURS = {"implant": (255, 170, 0), "scoliosis": (0, 200, 255)}
@@ -148,9 +154,9 @@ class Predictor:
 
         self.weights_dir = Path(weights_dir)
         self.device = torch.device(device)
-        cores = int(threads or available_cores())
-        self.lanes = int(lanes or (min(2, cores) if self.device.type == "cpu" else 1))
-        self.threads = max(1, cores // self.lanes)
+        self.cores = int(threads or available_cores())
+        self.lanes = int(lanes or (min(2, self.cores) if self.device.type == "cpu" else 1))
+        self.threads = max(1, self.cores // self.lanes)  # intra-op threads of each lane
         if self.device.type == "cpu":
             set_cpu_threads(self.threads)
         available = trained_models(self.weights_dir)
@@ -197,6 +203,7 @@ class Predictor:
         # first guess of each model's cost (replaced by measured times): detectors cost ~4x per parameter
         self._cost = {n: float(model_info(n)["params_m"]) * (4.0 if m.task == "detection" else 1.0)
                       for n, m in self.models.items()}
+        self._timed: set[str] = set()
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="spinebench-lane") if self.lanes > 1 \
             else None
         log.info("predictor: %d models from %s (%s)", len(self.models), self.weights_dir, ", ".join(self.models))
@@ -219,10 +226,14 @@ class Predictor:
             img, meta = src
         else:
             img, meta = load_image(src, max_pixels=max_pixels)
+        h, w = img.shape
+        if min(h, w) < MIN_SIDE or max(h, w) / min(h, w) > MAX_ASPECT:
+            raise ImageLoadError(f"a {w} x {h} px image is not a radiograph the models can read (at least "
+                                 f"{MIN_SIDE} px a side and at most {MAX_ASPECT:g}:1 needed)")
         t_load = time.perf_counter()
         with self._lock:
-            if self.device.type == "cpu":
-                torch.set_num_threads(self.threads)  # someone may have changed it since (process-wide)
+            if self.device.type == "cpu":  # decoding is done; the downscale may use every core (process-wide)
+                torch.set_num_threads(self.cores)
             views: dict[int, tuple[np.ndarray, float]] = {}
             for lm in self.models.values():
                 side = self.side_for(lm)
@@ -240,7 +251,9 @@ class Predictor:
                 done = self._run_lane(list(self.models), views, draw)
             for name, (out, _, _) in done.items():
                 if "error" not in out:  # running estimate of each model's time, for the lane plan
-                    self._cost[name] = out["ms"] if self._measured(name) else 0.7 * self._cost[name] + 0.3 * out["ms"]
+                    old = self._cost[name] if name in self._timed else out["ms"]
+                    self._cost[name] = 0.7 * old + 0.3 * out["ms"]
+                    self._timed.add(name)
         t_models = time.perf_counter()
         results = {n: done[n][0] for n in self.models}
         raw = {n: done[n][1] for n in self.models}
@@ -263,12 +276,6 @@ class Predictor:
         result["timing_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 1)
         return analysis
 
-    def _measured(self, name: str) -> bool:
-        """True until the first measurement replaces the parameter-count guess."""
-        measured = getattr(self, "_has_time", set())
-        self._has_time = measured | {name}
-        return name not in measured
-
     def plan(self) -> list[list[str]]:
         """Models per lane, longest first onto the least loaded lane (LPT scheduling)."""
         lanes: list[list[str]] = [[] for _ in range(self.lanes)]
@@ -280,8 +287,8 @@ class Predictor:
         return [lane for lane in lanes if lane]
 
     def _run_lane(self, names: Sequence[str], views: dict, draw: bool) -> dict[str, tuple[dict, dict, object]]:
-        if self.device.type == "cpu" and threading.current_thread() is not threading.main_thread():
-            # OpenMP keeps the thread count per thread: a lane thread would otherwise start with every core
+        if self.device.type == "cpu":
+            # OpenMP keeps the thread count per thread: a lane would otherwise start with every core
             torch.set_num_threads(self.threads)
         out = {}
         for name in names:
@@ -292,6 +299,9 @@ class Predictor:
                 res, extra = self._run_one(lm, view, scale)
             except SpinebenchError as e:
                 res, extra = {"task": lm.task, "error": str(e)}, {}
+            except Exception as e:  # noqa: BLE001 - one model failing must not take the other five down
+                log.exception("%s failed on a %s x %s view", name, *view.shape)
+                res, extra = {"task": lm.task, "error": f"{name} failed ({type(e).__name__})"}, {}
             res["ms"] = round((time.perf_counter() - ts) * 1000, 1)
             out[name] = (res, extra, render_model(view, res, extra) if draw else None)
         return out
@@ -520,6 +530,16 @@ def agreement_text(result: dict) -> str:
     tail = "all models agree on both findings" if both["unanimous"] else \
         f"{both['agree']} of {n} give the same decision on both findings"
     return "; ".join(parts) + f"; {tail}.\n\n*{DISCLAIMER}*"
+
+
+def image_facts(result: dict) -> str:
+    """The upload's technical facts (never identity) and the time taken, as one short Markdown paragraph."""
+    shown = ("format", "modality", "height", "width", "bits_stored", "photometric", "window", "inverted",
+             "model_view")
+    facts = " · ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result["image"].items()
+                       if k in shown and v not in (None, "", False))
+    t = result["timing_ms"]
+    return f"{facts}  \nAll models: {t['total']:.0f} ms (reading the file {t['load']:.0f} ms)."
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

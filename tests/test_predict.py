@@ -166,13 +166,32 @@ def test_bad_uploads_raise_one_clear_error(predictor, tmp_path, make_dicom):
         assert "PATIENT_NAME" not in msg and str(tmp_path) not in msg, msg
 
 
-def test_huge_image_is_refused_before_decoding(predictor, tmp_path):
+def test_huge_or_odd_images_are_refused(predictor, tmp_path):
     from PIL import Image
 
     p = tmp_path / "huge.png"
     Image.new("L", (9000, 6000)).save(p)  # 54 MP: over the demo's 50 MP budget, a small file
     with pytest.raises(ImageLoadError, match="pixels|large|MP"):
         predictor.analyze(str(p))
+    for size in ((4000, 20), (16, 16)):  # a strip, a thumbnail: not something the detectors can read
+        p = tmp_path / f"odd_{size[0]}.png"
+        Image.new("L", size, 128).save(p)
+        with pytest.raises(ImageLoadError, match="not a radiograph"):
+            predictor.analyze(str(p))
+
+
+def test_a_failing_model_does_not_take_the_others_down(predictor, monkeypatch):
+    name = "cls_squeezenet1_1"
+    lm = predictor.models[name]
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lm, "cam", broken)
+    r = predictor.analyze(example("normal")).result
+    assert r["models"][name]["error"] == f"{name} failed (RuntimeError)"
+    assert r["agreement"]["models"] == 5
+    assert all("error" not in m for n, m in r["models"].items() if n != name)
 
 
 def test_batch_rows_and_csv(predictor, tmp_path):
