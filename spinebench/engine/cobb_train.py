@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from spinebench.cobb import ANGLE_NAMES, N_LANDMARKS, cobb_angles, severity_grade, smape
 from spinebench.data.transforms import resize
-from spinebench.engine.device import autocast, rng_state, set_rng_state
-from spinebench.engine.train import NonFiniteLossError, _append_csv, _save_atomic, _schedule
+from spinebench.engine.device import autocast, rng_state
+from spinebench.engine.train import NonFiniteLossError, _append_csv, _save_atomic, _schedule, restore_checkpoint
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -305,15 +305,10 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
     history: list[dict] = []
     start_epoch, best_smape, best_epoch, best_state, elapsed = 0, math.inf, -1, None, 0.0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if resume and ckpt and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = restore_checkpoint(ckpt, model, optimizer, scheduler) if resume else None
+    if state is not None:
         start_epoch, best_smape, best_epoch = state["epoch"] + 1, state["best_smape"], state["best_epoch"]
         best_state, history, elapsed = state["best_state"], state["history"], state["train_seconds"]
-        set_rng_state(state["rng"])
-        log.info("resumed %s at epoch %d", ckpt, start_epoch + 1)
     bar = None
     if progress:
         from tqdm.auto import tqdm

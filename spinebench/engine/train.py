@@ -179,16 +179,11 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
     best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
     elapsed = 0.0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if resume and ckpt and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = restore_checkpoint(ckpt, model, optimizer, scheduler) if resume else None
+    if state is not None:
         start_epoch, best_loss, best_epoch = state["epoch"] + 1, state["best_loss"], state["best_epoch"]
         bad_epochs, best_state, history = state["bad_epochs"], state["best_state"], state["history"]
         elapsed = state["train_seconds"]
-        set_rng_state(state["rng"])
-        log.info("resumed %s from epoch %d", ckpt, start_epoch)
     net = model
     if ddp_world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -276,6 +271,23 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
             "train_seconds": elapsed,
             "stopped_early": stopped_early, "train_loss": history[-1]["train_loss"] if history else math.nan,
             "best_val_loss": best_loss}
+
+
+def restore_checkpoint(ckpt: Path | None, model, optimizer, scheduler) -> dict | None:
+    """Load model, optimizer, scheduler and RNG from a per-epoch checkpoint (shared by every training loop).
+
+    Returns the checkpoint dict for the loop's own bookkeeping (epoch, best weights, history), or None when there
+    is no checkpoint to resume from.
+    """
+    if not ckpt or not Path(ckpt).is_file():
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    log.info("resumed %s after epoch %d", ckpt, state["epoch"] + 1)
+    return state
 
 
 def _epoch_loader(tr, task, bs, seed, epoch, num_workers, device, rank, world) -> DataLoader:
