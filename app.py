@@ -210,8 +210,10 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
                     meta_md = gr.Markdown(elem_id="image-meta")
                 with gr.Column(scale=3):
                     agree_md = gr.Markdown("*Results appear here.*", elem_id="agreement")
-                    summary = gr.Dataframe(headers=sp.SUMMARY_HEADERS, label="Summary (decision at each model's "
-                                           "validated threshold)", interactive=False, elem_id="summary", wrap=True)
+                    summary = gr.Dataframe(headers=sp.SUMMARY_HEADERS, datatype=["str", "number", "str", "number",
+                                                                                 "str", "number"],
+                                           label="Summary: probability p and the decision at each model's threshold "
+                                                 "t chosen on validation", interactive=False, elem_id="summary")
                     panel_images: list[gr.Image] = []
                     groups = [("Detectors: Lum (implant) and sco (scoliosis) boxes", "detection"),
                               ("Classifiers: Grad-CAM of implant | scoliosis", "classification"),

@@ -495,28 +495,26 @@ def render_model(view: np.ndarray, r: dict, extra: dict) -> np.ndarray:
 
 
 def summary_rows(result: dict) -> list[list]:
-    """One row per model: model, implant (probability, decision), scoliosis (probability, decision), ms."""
+    """One row per model: model, then per finding its probability and the decision at the model's threshold, then
+    the time in ms (the Cobb model: its largest angle and grade in the scoliosis decision column)."""
     rows = []
     for name, r in result["models"].items():
-        row = [name]
         if r.get("task") == "cobb" and "largest" in r:
-            rows.append([name, "—", f"largest Cobb angle {r['largest']:.1f}° ({r['largest_curve'].upper()}, "
-                                    f"{r['grade']})", r.get("ms", "")])
+            rows.append([name, None, "", None, f"Cobb {r['largest']:.1f}° {r['largest_curve'].upper()}, {r['grade']}",
+                         r.get("ms")])
             continue
+        row: list = [name]
         for f in FINDINGS:
             d = r.get(f)
             if isinstance(d, dict):
-                row.append(f"{d['probability']:.3f} ({'present' if d['positive'] else 'absent'}, "
-                           f"t={d['threshold']:.2f})")
+                row += [d["probability"], f"{'PRESENT' if d['positive'] else 'absent'} (t={d['threshold']:.2f})"]
             else:
-                row.append(r.get("error", "—"))
-        row.append(r.get("ms", ""))
-        rows.append(row)
+                row += [None, r.get("error", "—")]
+        rows.append(row + [r.get("ms")])
     return rows
 
 
-SUMMARY_HEADERS = ["model", "implant: probability (decision, threshold)",
-                   "scoliosis: probability (decision, threshold)", "time (ms)"]
+SUMMARY_HEADERS = ["model", "implant p", "implant", "scoliosis p", "scoliosis", "ms"]
 
 
 def agreement_text(result: dict) -> str:
@@ -829,7 +827,7 @@ def model_card(name: str, entry: dict | None = None) -> str:
                   f"- **Training run:** {entry.get('run_id', '—')}"]
         metrics = entry.get("metrics") or {}
         keys = [k for k in ("any_sensitivity", "any_specificity", "accuracy", "loss", "implant_auroc",
-                            "scoliosis_auroc", "map_50") if k in metrics]
+                            "scoliosis_auroc", "map_50", "smape", "mae_pt", "mae_mt", "mae_tl") if k in metrics]
         if keys:
             lines += ["", "| metric | test value | 95% CI |", "| --- | --- | --- |"]
             for k in keys:

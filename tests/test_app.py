@@ -37,12 +37,13 @@ def app_module(tmp_path_factory):
 def client(app_module):
     from gradio_client import Client
 
-    app_module.MAX_FILE_SIZE = "2mb"  # small, so the limit can be tested with a small file
+    limit, app_module.MAX_FILE_SIZE = app_module.MAX_FILE_SIZE, "2mb"  # small: the limit is tested with 3 MB
     _, url, _ = app_module.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(url, verbose=False)
     finally:
         app_module.demo.close()
+        app_module.MAX_FILE_SIZE = limit
 
 
 def test_every_event_has_an_api_name(app_module):
