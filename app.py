@@ -188,7 +188,7 @@ def model_cards():
 # ---------------------------------------------------------------------------------------------------- layout
 INTRO = f"""# spinebench: lumbar implant and scoliosis on spine X-rays
 Two Faster R-CNN detectors and four transfer-learning classifiers from Le Van et al. (2020), retrained by
-[spinebench](https://github.com/) on one protocol. Upload an AP spine radiograph (PNG, JPEG, TIFF or DICOM;
+spinebench on one protocol and data set, side by side. Upload an AP spine radiograph (PNG, JPEG, TIFF or DICOM;
 up to {MAX_FILE_SIZE}) or click an example.
 
 > **{sp.DISCLAIMER}** Uploads are deleted after analysis and never logged; only technical image facts
@@ -212,6 +212,7 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
                     agree_md = gr.Markdown("*Results appear here.*", elem_id="agreement")
                     summary = gr.Dataframe(headers=sp.SUMMARY_HEADERS, datatype=["str", "number", "str", "number",
                                                                                  "str", "number"],
+                                           column_widths=["31%", "10%", "17%", "10%", "22%", "10%"],
                                            label="Summary: probability p and the decision at each model's threshold "
                                                  "t chosen on validation", interactive=False, elem_id="summary")
                     panel_images: list[gr.Image] = []

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if times.get("naive") and times.get("optimised"):
         print(f"speed-up (p50): {percentile(times['naive'], 50) / percentile(times['optimised'], 50):.2f}x; "
               f"largest probability difference naive vs optimised: {max(diffs):.4f} (the naive path resizes from "
-              "full resolution, not from the training cache; random-init weights exaggerate this)")
+              "full resolution, not from the downscale the models were trained on)")
     if any(per_model.values()):
         print("\noptimised, per model (p50 ms, lanes run concurrently): "
               + ", ".join(f"{n} {statistics.median(v):.0f}" for n, v in per_model.items()))

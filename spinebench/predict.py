@@ -792,14 +792,11 @@ def get_predictor(weights_dir: str, device: str = "cpu") -> Predictor:
 
 # ------------------------------------------------------------------------------------------------ model cards
 def _data_kind(spec: str) -> str:
-    names = [s.split("=", 1)[0].split(":", 1)[0] for s in str(spec).split()]
-    if not names:
-        return "unknown"
-    if all(n == "synth" for n in names):
-        return "synthetic"
-    if any(n == "synth" or "hybrid" in s for n, s in zip(names, str(spec).split())):
-        return "hybrid (real radiographs with drawn implants, and/or synthetic)"
-    return "real"
+    """synthetic / hybrid / real for every source of a (space-separated) data spec, e.g. ``synthetic + real``."""
+    from spinebench.figures.report import data_kind
+
+    kinds = list(dict.fromkeys(data_kind(part) for part in str(spec).split()))
+    return " + ".join(kinds) or "unknown"
 
 
 def data_label(spec: str) -> str:
