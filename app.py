@@ -287,7 +287,9 @@ def launch(**kwargs):
 
 def main() -> None:
     """Weights first (existing, Hub or trained now), models loaded once, then serve."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # spinebench's own progress at INFO; third-party libraries (HTTP clients, figure export) only when they warn
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("spinebench").setLevel(logging.INFO)
     try:
         weights = sp.ensure_weights(WEIGHTS_DIR)
         sp.get_predictor(str(weights))
