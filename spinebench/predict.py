@@ -425,8 +425,8 @@ def agreement(models: dict) -> dict:
     for f in FINDINGS:
         pos = sum(bool(r[f]["positive"]) for r in voters.values())
         neg = len(voters) - pos
-        out[f] = {"positive": pos, "negative": neg, "majority": "present" if pos > neg else "absent",
-                  "agree": max(pos, neg)}
+        out[f] = {"positive": pos, "negative": neg,
+                  "majority": "present" if pos > neg else "absent" if neg > pos else "split", "agree": max(pos, neg)}
     if voters:
         combos: dict[tuple, int] = {}
         for r in voters.values():
@@ -523,11 +523,13 @@ def agreement_text(result: dict) -> str:
     n = a["models"]
     if not n:
         return "No model produced a decision."
-    parts = [f"**{a[f]['agree']} of {n}** models agree that {f} is **{a[f]['majority']}**" for f in FINDINGS]
+    parts = [f"the models are **split {a[f]['positive']}-{a[f]['negative']}** on {f}" if a[f]["majority"] == "split"
+             else f"**{a[f]['agree']} of {n}** models agree that {f} is **{a[f]['majority']}**" for f in FINDINGS]
     both = a["both"]
     tail = "all models agree on both findings" if both["unanimous"] else \
         f"{both['agree']} of {n} give the same decision on both findings"
-    return "; ".join(parts) + f"; {tail}.\n\n*{DISCLAIMER}*"
+    text = "; ".join(parts) + f"; {tail}."
+    return text[0].upper() + text[1:] + f"\n\n*{DISCLAIMER}*"
 
 
 def image_facts(result: dict) -> str:

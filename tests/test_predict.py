@@ -291,6 +291,13 @@ def test_agreement_counts():
     assert a["implant"] == {"positive": 2, "negative": 1, "majority": "present", "agree": 2}
     assert a["scoliosis"]["majority"] == "absent" and a["scoliosis"]["agree"] == 2
     assert a["both"] == {"agree": 1, "unanimous": False}
+    tie = agreement({"a": m(True, True), "b": m(False, True)})
+    assert tie["implant"]["majority"] == "split" and tie["scoliosis"] == {
+        "positive": 2, "negative": 0, "majority": "present", "agree": 2}
+    from spinebench.predict import agreement_text
+
+    text = agreement_text({"agreement": tie})
+    assert "split 1-1" in text and "2 of 2" in text and "not a diagnosis" in text
 
 
 def test_cache_side_follows_the_training_profile():
