@@ -156,9 +156,7 @@ class Predictor:
         self.device = torch.device(device)
         self.cores = int(threads or available_cores())
         self.lanes = int(lanes or (min(2, self.cores) if self.device.type == "cpu" else 1))
-        self.threads = max(1, self.cores // self.lanes)  # intra-op threads of each lane
-        if self.device.type == "cpu":
-            set_cpu_threads(self.threads)
+        self.threads = max(1, self.cores // self.lanes)  # intra-op threads of each lane (set in the lane threads)
         available = trained_models(self.weights_dir)
         order = panel_models()
         available = sorted(available, key=lambda n: order.index(n) if n in order else len(order))
@@ -232,23 +230,27 @@ class Predictor:
                                  f"{MIN_SIDE} px a side and at most {MAX_ASPECT:g}:1 needed)")
         t_load = time.perf_counter()
         with self._lock:
-            if self.device.type == "cpu":  # decoding is done; the downscale may use every core (process-wide)
-                torch.set_num_threads(self.cores)
-            views: dict[int, tuple[np.ndarray, float]] = {}
-            for lm in self.models.values():
-                side = self.side_for(lm)
-                if side not in views:  # one downscale shared by every model trained at this side
-                    arr, scale = _resize_keep_aspect(img, side)
-                    views[side] = (arr.astype(np.float32), scale)
-            t_view = time.perf_counter()
-            plan = self.plan()
-            if self._pool is not None and len(plan) > 1:
-                done: dict = {}
-                for part in [f.result() for f in [self._pool.submit(self._run_lane, lane, views, draw)
-                                                  for lane in plan]]:
-                    done.update(part)
-            else:
-                done = self._run_lane(list(self.models), views, draw)
+            caller_threads = torch.get_num_threads()
+            try:
+                if self.device.type == "cpu":  # the downscale may use every core
+                    torch.set_num_threads(self.cores)
+                views: dict[int, tuple[np.ndarray, float]] = {}
+                for lm in self.models.values():
+                    side = self.side_for(lm)
+                    if side not in views:  # one downscale shared by every model trained at this side
+                        arr, scale = _resize_keep_aspect(img, side)
+                        views[side] = (arr.astype(np.float32), scale)
+                t_view = time.perf_counter()
+                plan = self.plan()
+                if self._pool is not None and len(plan) > 1:
+                    done: dict = {}
+                    for part in [f.result() for f in [self._pool.submit(self._run_lane, lane, views, draw)
+                                                      for lane in plan]]:
+                        done.update(part)
+                else:
+                    done = self._run_lane(list(self.models), views, draw)
+            finally:
+                torch.set_num_threads(caller_threads)  # torch's count is process-wide: give the caller theirs back
             for name, (out, _, _) in done.items():
                 if "error" not in out:  # running estimate of each model's time, for the lane plan
                     old = self._cost[name] if name in self._timed else out["ms"]
@@ -288,7 +290,7 @@ class Predictor:
 
     def _run_lane(self, names: Sequence[str], views: dict, draw: bool) -> dict[str, tuple[dict, dict, object]]:
         if self.device.type == "cpu":
-            # OpenMP keeps the thread count per thread: a lane would otherwise start with every core
+            # set in the lane itself: torch's count is process-wide, but OpenMP (oneDNN) also reads this thread's own
             torch.set_num_threads(self.threads)
         out = {}
         for name in names:
