@@ -28,6 +28,7 @@ import argparse
 import csv
 import logging
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -173,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_demo_"))
+    try:
+        return _run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, tmp: Path) -> int:
     wdir = Path(args.weights) if args.weights else default_weights_dir()
     if not trained_models(wdir):
         wdir = make_weights(tmp / "weights")
