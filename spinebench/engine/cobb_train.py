@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from spinebench.cobb import ANGLE_NAMES, N_LANDMARKS, cobb_angles, severity_grade, smape
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
-from spinebench.engine.train import NonFiniteLossError, _append_csv, _save_atomic, _schedule, restore_checkpoint
+from spinebench.engine.train import (NonFiniteLossError, _append_csv, _save_atomic, _schedule, optimizer_step,
+                                     restore_checkpoint)
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -333,14 +334,7 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
             with autocast(device):
                 out = model(x)
             loss, parts = landmark_loss(out, targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"{model.default_cfg['name']}: loss became {loss.item()} at epoch "
-                                         f"{epoch + 1}, step {step + 1}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(model, loss, params, optimizer, scheduler, epoch, step)
             sums["loss"] += float(loss.detach())
             for k, v in parts.items():
                 sums[k] += v

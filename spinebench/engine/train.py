@@ -220,14 +220,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
                             s.aux_weight * F.binary_cross_entropy_with_logits(out[1].float(), y, pos_weight=pos_weight)
                     else:
                         loss = F.binary_cross_entropy_with_logits(out.float(), y, pos_weight=pos_weight)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"{model.default_cfg['name']}: loss became {loss.item()} at epoch "
-                                         f"{epoch + 1}, step {step + 1}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(model, loss, params, optimizer, scheduler, epoch, step)
             total += float(loss.detach()) * len(batch["image_id"])
             n += len(batch["image_id"])
         train_loss = total / max(1, n)
@@ -271,6 +264,18 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
             "train_seconds": elapsed,
             "stopped_early": stopped_early, "train_loss": history[-1]["train_loss"] if history else math.nan,
             "best_val_loss": best_loss}
+
+
+def optimizer_step(model, loss, params, optimizer, scheduler, epoch: int, step: int) -> None:
+    """One update shared by every training loop: refuse a non-finite loss, clip gradients at 10, step."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{model.default_cfg['name']}: loss became {loss.item()} at epoch "
+                                 f"{epoch + 1}, step {step + 1}; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 10.0)
+    optimizer.step()
+    scheduler.step()
 
 
 def restore_checkpoint(ckpt: Path | None, model, optimizer, scheduler) -> dict | None:
