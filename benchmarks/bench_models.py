@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +42,56 @@ from spinebench.models import create_model, list_models, model_info  # noqa: E40
 log = logging.getLogger("bench_models")
 
 COLUMNS = ["model", "task", "device", "precision", "threads", "params_m", "input_size", "gflops", "infer_batch",
-           "infer_p50_ms", "infer_p95_ms", "infer_iters", "train_batch", "train_img_per_s", "train_iters",
-           "loadavg_1m", "torch", "error"]
+           "infer_p50_ms", "infer_p95_ms", "infer_iters", "infer_peak_mb", "train_batch", "train_img_per_s",
+           "train_iters", "train_peak_mb", "loadavg_1m", "torch", "error"]
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory a block adds above what was in use when it started, in MB.
+
+    CUDA: the caching allocator's peak (``torch.cuda.max_memory_allocated``). CPU: the process's resident set,
+    sampled every 2 ms from /proc/self/statm by a background thread (Linux; NaN elsewhere), because torch's CPU
+    allocations are invisible to tracemalloc and ``ru_maxrss`` only ever grows across models.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mb = math.nan
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif os.path.exists("/proc/self/statm"):
+            self._base = self._peak = self._rss()
+            self._stop = threading.Event()
+
+            def sample() -> None:
+                while not self._stop.wait(0.002):
+                    self._peak = max(self._peak, self._rss())
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.mb = (max(self._peak, self._rss()) - self._base) / 2**20
 
 
 def _inputs(task: str, size: tuple[int, int], batch: int, device: torch.device):
@@ -102,7 +149,7 @@ def bench_model(name: str, device: torch.device, infer_iters: int, train_iters: 
     # inference, batch 1
     model.eval()
     x, _ = _inputs(task, size, 1, device)
-    with torch.inference_mode():
+    with torch.inference_mode(), PeakMemory(device) as infer_mem:
         times = [t * 1000 for t in _timed_loop(lambda: model(x), infer_iters, warmup, budget_s, 3, device)]
         # FLOPs do not depend on the machine's load, unlike the timings
         from torch.utils.flop_counter import FlopCounterMode
@@ -111,7 +158,7 @@ def bench_model(name: str, device: torch.device, infer_iters: int, train_iters: 
             model(x)
     row["gflops"] = round(counter.get_total_flops() / 1e9, 2)
     row.update(infer_batch=1, infer_iters=len(times), infer_p50_ms=round(float(np.percentile(times, 50)), 1),
-               infer_p95_ms=round(float(np.percentile(times, 95)), 1))
+               infer_p95_ms=round(float(np.percentile(times, 95)), 1), infer_peak_mb=round(infer_mem.mb, 1))
 
     # training: forward, backward, SGD step
     batch = det_train_batch if task == "detection" else train_batch
@@ -125,10 +172,18 @@ def bench_model(name: str, device: torch.device, infer_iters: int, train_iters: 
         _loss(task, out, y).backward()
         opt.step()
 
-    step_times = _timed_loop(train_step, train_iters, warmup, budget_s, 1, device)
+    with PeakMemory(device) as train_mem:
+        step_times = _timed_loop(train_step, train_iters, warmup, budget_s, 1, device)
     row.update(train_batch=batch, train_iters=len(step_times),
-               train_img_per_s=round(batch / statistics.median(step_times), 2))
+               train_img_per_s=round(batch / statistics.median(step_times), 2), train_peak_mb=round(train_mem.mb, 1))
     return row
+
+
+def _bench_in_child(name: str, device: str, threads: int, *args) -> dict:
+    """bench_model in a fresh process: each model starts from an empty allocator, so its peak memory is its own
+    (in one process, memory freed by the previous model is reused and hides the next one's peak)."""
+    torch.set_num_threads(threads)
+    return bench_model(name, torch.device(device), *args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-batch", type=int, default=4, help="classifier/other training batch (default 4)")
     ap.add_argument("--det-train-batch", type=int, default=2, help="detector training batch (default 2)")
     ap.add_argument("--out", help="CSV path (default benchmarks/results/models_<device>.csv)")
+    ap.add_argument("--no-isolate", dest="isolate", action="store_false",
+                    help="benchmark every model in this process (faster start; CPU peak memory then undercounts)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -162,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                 "torch": torch.__version__}
         t0 = time.perf_counter()
         try:
-            row = bench_model(name, device, args.infer_iters, args.train_iters, args.warmup,
-                              args.train_batch, args.det_train_batch, args.budget_s)
+            bench_args = (args.infer_iters, args.train_iters, args.warmup, args.train_batch, args.det_train_batch,
+                          args.budget_s)
+            if args.isolate:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                    row = pool.submit(_bench_in_child, name, str(device), torch.get_num_threads(), *bench_args).result()
+            else:
+                row = bench_model(name, device, *bench_args)
         except Exception as e:  # one failing model is a row, not the end of the run
             log.exception("benchmark of %s failed", name)
             row = {"model": name, "error": f"{type(e).__name__}: {e}"}
@@ -171,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{name:<38} params {row.get('params_m', '')!s:>7} M  infer p50 {row.get('infer_p50_ms', '')!s:>8} ms "
               f"p95 {row.get('infer_p95_ms', '')!s:>8} ms  train {row.get('train_img_per_s', '')!s:>6} img/s "
+              f"peak +{row.get('infer_peak_mb', '')!s} / +{row.get('train_peak_mb', '')!s} MB "
               f"({time.perf_counter() - t0:.0f} s){'  ERROR ' + row['error'] if row.get('error') else ''}")
 
     with open(out, "w", newline="") as f:

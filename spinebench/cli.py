@@ -148,12 +148,14 @@ def cmd_evaluate(args) -> int:
 
 
 def _add_train_commands(sub) -> None:
-    p = sub.add_parser("run-all", help="train and score all six models on the same splits; write a leaderboard")
+    p = sub.add_parser("run-all", help="train and score all six models (and the Cobb model) on the same splits; "
+                                         "write a leaderboard")
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC",
                    help="data specs (default: synth, the embedded synthetic set)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick",
                    help="quick: ~10 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
-    p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: all six)")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: every one: the six and the Cobb "
+                   "model, which is skipped with a note when the data has no landmarks)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--pretrained", choices=("auto", "imagenet", "none"), default="auto",

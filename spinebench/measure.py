@@ -105,6 +105,7 @@ def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike =
     pixels), width, height, ms (load + preprocess + model + angles), model.
     """
     from spinebench.engine.device import resolve_device
+    from spinebench.engine.profiles import profile_cache_side
     from spinebench.io import load_image
 
     if isinstance(paths, (str, os.PathLike)):
@@ -112,7 +113,7 @@ def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike =
     # on the CPU the caller's torch thread count is kept (resolve_device would reset it to every core)
     dev = "cpu" if str(device) == "cpu" else str(resolve_device(device))
     net, entry = load_cobb_model(weights_dir, dev, model)
-    max_side = int(entry.get("max_side") or 1024)
+    max_side = profile_cache_side(entry)  # the downscale the model was trained on
     rows = []
     for path in paths:
         t0 = time.perf_counter()

@@ -44,7 +44,7 @@ import torch
 
 from spinebench import FINDINGS, LABEL_NAMES
 from spinebench.data.dataset import _resize_keep_aspect
-from spinebench.engine.profiles import PROFILES
+from spinebench.engine.profiles import PROFILES, profile_cache_side
 from spinebench.engine.train import transforms_for
 from spinebench.engine.weights import load_weights, read_weights_manifest, trained_models
 from spinebench.errors import ImageLoadError, SpinebenchError
@@ -90,18 +90,6 @@ class LoadedModel:
     @property
     def paper_name(self) -> str:
         return str(self.model.default_cfg.get("paper_name", ""))
-
-
-def profile_cache_side(entry: dict) -> int:
-    """The longest side the model's training run downscaled images to (``Profile.cache_side``).
-
-    Read from the manifest entry: ``cache_side`` when recorded, else the profile named at the end of the run id
-    (``20250101-120000-quick``), else the quick profile's.
-    """
-    if entry.get("cache_side") or entry.get("max_side"):  # max_side: spinebench.engine.cobb_train's name for it
-        return int(entry.get("cache_side") or entry["max_side"])
-    prof = entry.get("profile") or str(entry.get("run_id", "")).rsplit("-", 1)[-1]
-    return PROFILES[prof].cache_side if prof in PROFILES else PROFILES["quick"].cache_side
 
 
 def _threshold_pair(entry: dict) -> tuple[float, float]:

@@ -103,6 +103,21 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path):
     for sub in ("config.json", "split.csv", "leaderboard.csv"):
         assert (run_dir / sub).is_file()
     assert len(list((run_dir / "predictions").glob("*.csv"))) == len(_six())
+    # the training downscale is recorded, so evaluate/predict/measure preprocess as in training
+    assert {e["cache_side"] for e in manifest.values()} == {TINY.cache_side}
+
+    # evaluate: saved models scored without training, rows with the leaderboard's columns, validation thresholds
+    from spinebench.engine.runner import evaluate
+    from spinebench.evaluation.results import RESULT_COLUMNS
+
+    names = ["cls_squeezenet1_1", "det_faster_rcnn_inception_v2"]
+    ev = evaluate(weights_dir=tmp_path / "weights", data=[tiny_data], models=names, device="cpu", split="all",
+                  out=tmp_path / "eval.csv", n_boot=20, progress=False)
+    assert [r["model"] for r in ev] == names and all(r["status"] == "ok" for r in ev), ev
+    written = read_rows(tmp_path / "eval.csv")
+    assert list(written[0]) == list(RESULT_COLUMNS) and len(written) == 2
+    assert all(int(r["n_test"]) > int(rows[0]["n_test"]) for r in written)  # split=all scores every image
+    assert not math.isnan(float(written[0]["any_sensitivity"]))
 
 
 def _tiny_sets(spec):
@@ -202,3 +217,35 @@ def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
     with open(next((run_dir / "predictions").glob("*-cobb.csv"))) as f:
         rows = list(csv.DictReader(f))
     assert rows and {"true_pt", "pred_pt"} <= set(rows[0])
+
+
+class _ShapeRecorder(torch.nn.Module):
+    """A stand-in model that records whether cuDNN autotuning was on when it ran (and answers like its task)."""
+
+    def __init__(self, task: str):
+        super().__init__()
+        self.default_cfg = {"task": task, "name": f"fake_{task}"}
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[bool] = []
+
+    def forward(self, x, targets=None):
+        self.seen.append(torch.backends.cudnn.benchmark)
+        if self.default_cfg["task"] == "detection":
+            return [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+                     "scores": torch.zeros(0)} for _ in x]
+        return torch.zeros((x.shape[0], 2)) + self.w
+
+
+def test_detectors_run_without_cudnn_autotuning(tiny_data, monkeypatch):
+    """Detectors see a new input shape for most images, so per-shape autotuning is off for them (and restored)."""
+    from spinebench.engine.train import predict
+
+    ds = SpineDataset(assign_splits(load_records([tiny_data]), seed=0)[:4], max_side=96)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    det, cls = _ShapeRecorder("detection"), _ShapeRecorder("classification")
+    predict(det, ds, torch.device("cpu"))
+    predict(cls, ds.with_transform(lambda item, rng: dict(item, image=item["image"][:, :64, :32])),
+            torch.device("cpu"))
+    assert det.seen and not any(det.seen)
+    assert cls.seen and all(cls.seen)
+    assert torch.backends.cudnn.benchmark is True  # the caller's setting is back

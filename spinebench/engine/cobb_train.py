@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from spinebench.cobb import ANGLE_NAMES, N_LANDMARKS, cobb_angles, severity_grade, smape
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
-from spinebench.engine.train import (NonFiniteLossError, _append_csv, _save_atomic, _schedule, optimizer_step,
-                                     restore_checkpoint)
+from spinebench.engine.train import (NonFiniteLossError, _append_csv, _cpu_copy, _save_atomic, _schedule,
+                                     optimizer_step, restore_checkpoint)
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
             row.update(_quick_val(model, va, device, batch_size))
             if row["val_smape"] < best_smape or best_state is None:
                 best_smape, best_epoch = row["val_smape"], epoch + 1
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_state = _cpu_copy(model)
         elif va is None:
             best_epoch, best_state = epoch + 1, None
         elapsed += time.perf_counter() - t0

@@ -35,6 +35,22 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool):
+    """Turn cuDNN autotuning (``cudnn.benchmark``, on by default on CUDA, see :func:`resolve_device`) off inside.
+
+    Why: autotuning pays off only when input shapes repeat. Classifiers and the landmark model see one fixed input
+    size, but the detectors keep each radiograph's aspect ratio, so most batches bring a new padded shape and
+    cuDNN re-benchmarks every convolution of the backbone for each of them. The previous setting is restored.
+    """
+    prev = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = prev and enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev
+
+
 def precision_of(device: torch.device) -> str:
     """The precision a run on ``device`` trains in (recorded in every result row)."""
     return "bf16-mixed" if device.type == "cuda" else "fp32"

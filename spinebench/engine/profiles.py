@@ -68,6 +68,18 @@ PROFILES = {
 }
 
 
+def profile_cache_side(entry: dict) -> int:
+    """The longest side the model's training run downscaled images to (``Profile.cache_side``).
+
+    Read from the manifest entry: ``cache_side`` when recorded, else the profile named at the end of the run id
+    (``20250101-120000-quick``), else the quick profile's.
+    """
+    if entry.get("cache_side") or entry.get("max_side"):  # max_side: spinebench.engine.cobb_train's name for it
+        return int(entry.get("cache_side") or entry["max_side"])
+    prof = entry.get("profile") or str(entry.get("run_id", "")).rsplit("-", 1)[-1]
+    return PROFILES[prof].cache_side if prof in PROFILES else PROFILES["quick"].cache_side
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise SpinebenchError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")

@@ -34,7 +34,7 @@ from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
 from spinebench.engine.device import precision_of, resolve_device, seed_everything
-from spinebench.engine.profiles import Profile, get_profile
+from spinebench.engine.profiles import Profile, get_profile, profile_cache_side
 from spinebench.engine.train import measure_latency, predict, train_model, transforms_for
 from spinebench.engine.weights import load_weights, save_weights, trained_models
 from spinebench.errors import SpinebenchError
@@ -144,7 +144,13 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         assign_splits(records, seed=split_seed, mode=split_mode)
     counts = {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")}
     if not any(r.get("landmarks") is not None for r in records):
-        models = [m for m in models if model_info(m)["task"] != "cobb"]
+        cobb = [m for m in models if model_info(m)["task"] == "cobb"]
+        if cobb and len(cobb) == len(models):
+            raise SpinebenchError(f"{', '.join(cobb)} needs vertebra landmarks; no image of {' '.join(data)} has "
+                                  "them (aasce=PATH and synth do)")
+        if cobb:
+            log.info("%s skipped: no image of %s has vertebra landmarks", ", ".join(cobb), " ".join(data))
+        models = [m for m in models if m not in cobb]
     if counts["train"] == 0 or counts["test"] == 0 or counts["val"] == 0:
         raise SpinebenchError(f"too few patients to split ({counts}); give more data")
 
@@ -246,6 +252,7 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
             meta = {"model": name, "task": task, "thresholds": scored["thresholds"], "run_id": context["run_id"],
                     "data": context["data"], "seed": seed, "pretrained": bool(model.pretrained_loaded),
                     "input_size": input_size, "image_size": list(settings.image_size) if settings.image_size else None,
+                    "cache_side": prof.cache_side,
                     "model_kwargs": kwargs, "metrics": {k: v for k, v in scored["metrics"].items()
                                                         if isinstance(v, (int, float))},
                     "git_commit": context["git_commit"], "device": context["device"],
@@ -307,7 +314,8 @@ def _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, re
     if save:
         meta = {"model": name, "task": "cobb", "thresholds": [], "run_id": context["run_id"], "data": context["data"],
                 "seed": seed, "pretrained": bool(model.pretrained_loaded), "input_size": list(input_size),
-                "image_size": None, "model_kwargs": kwargs, "git_commit": context["git_commit"],
+                "image_size": None, "cache_side": prof.cache_side, "model_kwargs": kwargs,
+                "git_commit": context["git_commit"],
                 "device": context["device"], "best_epoch": hist["best_epoch"],
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         save_weights(model.cpu(), weights_dir, meta=meta)
@@ -357,7 +365,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     chosen = records if split == "all" else [r for r in records if r["split"] == split]
     if not chosen:
         raise SpinebenchError(f"no images in split {split!r} of {' '.join(data)}")
-    ds = SpineDataset(chosen, max_side=1024, workers=2)
+    by_side: dict[int, SpineDataset] = {}  # images decoded once per training downscale (usually one)
     commit = _git_commit()
     run_id = "eval-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     rows = []
@@ -365,6 +373,11 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
         try:
             model, entry = load_weights(name, weights_dir, dev)
             info = model_info(name)
+            # the same aspect-kept downscale the model was trained on, then its own input transform
+            side = profile_cache_side(entry)
+            if side not in by_side:
+                by_side[side] = SpineDataset(chosen, max_side=side, workers=min(4, os.cpu_count() or 1))
+            ds = by_side[side]
             if info["task"] == "cobb":
                 rows.append(_evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file,
                                            entry))

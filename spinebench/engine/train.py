@@ -10,6 +10,7 @@ cross-entropy on validation, computed from sigmoid outputs (classifiers) or from
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from spinebench.data.dataset import SpineDataset, collate_dicts
 from spinebench.data.transforms import ClassifierTransform, DetectorTransform
-from spinebench.engine.device import autocast, rng_state, set_rng_state
+from spinebench.engine.device import autocast, cudnn_autotune, rng_state, set_rng_state
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,15 @@ def _task(model) -> str:
     return model.default_cfg["task"]
 
 
+def _shape_aware(fn: Callable) -> Callable:
+    """Run ``fn(model, ...)`` without cuDNN autotuning when ``model`` is a detector (variable input shapes)."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        with cudnn_autotune(_task(model) != "detection"):
+            return fn(model, *args, **kwargs)
+    return wrapper
+
+
 def _targets(batch: dict, device) -> list[dict]:
     return [{"boxes": b.to(device), "labels": l.to(device)} for b, l in zip(batch["boxes"], batch["box_labels"])]
 
@@ -83,6 +93,7 @@ def transforms_for(model, image_size: tuple[int, int] | None, train: bool) -> Ca
     return ClassifierTransform(size, train=train)
 
 
+@_shape_aware
 @torch.inference_mode()
 def predict(model, ds: SpineDataset, device, batch_size: int = 16, num_workers: int = 0,
             progress: bool = False) -> dict:
@@ -147,6 +158,7 @@ def _schedule(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
+@_shape_aware
 def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings: TrainSettings, device,
                 seed: int, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
                 log_path: str | os.PathLike | None = None, progress: bool = True,
@@ -183,6 +195,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
     if state is not None:
         start_epoch, best_loss, best_epoch = state["epoch"] + 1, state["best_loss"], state["best_epoch"]
         bad_epochs, best_state, history = state["bad_epochs"], state["best_state"], state["history"]
+        if best_state is None and best_epoch == start_epoch:  # saved as "the checkpoint's own weights"
+            best_state = _cpu_copy(model)
         elapsed = state["train_seconds"]
     net = model
     if ddp_world > 1:
@@ -236,7 +250,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
         history.append(row)
         if val is not None and (val_loss < best_loss - 1e-4 or best_state is None):
             best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = _cpu_copy(model)
             best_val = val
         elif val is not None:
             bad_epochs += 1
@@ -246,7 +260,10 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
             if ckpt:
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "epoch": epoch, "best_loss": best_loss,
-                              "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state,
+                              "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                              # when this epoch is the best, its weights are already in the checkpoint: not
+                              # storing them twice halves the write (~1 GB per epoch for the big detector)
+                              "best_state": None if best_epoch == epoch + 1 else best_state,
                               "history": history, "train_seconds": elapsed, "rng": rng_state(),
                               "settings": _plain(asdict(s))}, ckpt)
         if on_epoch_end is not None:
@@ -264,6 +281,10 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
             "train_seconds": elapsed,
             "stopped_early": stopped_early, "train_loss": history[-1]["train_loss"] if history else math.nan,
             "best_val_loss": best_loss}
+
+
+def _cpu_copy(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def optimizer_step(model, loss, params, optimizer, scheduler, epoch: int, step: int) -> None:
@@ -341,6 +362,7 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@_shape_aware
 @torch.inference_mode()
 def measure_latency(model, ds: SpineDataset, device, image_size=None, n: int = 8, warmup: int = 2) -> float:
     """Median milliseconds for one image (batch 1, preprocessing excluded) on ``device``."""
