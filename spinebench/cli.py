@@ -111,10 +111,12 @@ def cmd_run_all(args) -> int:
     return 0
 
 
-def _leaderboard_text(path) -> str:
+def _leaderboard_text(rows) -> str:
+    """Result rows (or the path of a results CSV) as a fixed-width table for the terminal."""
     from spinebench.evaluation.results import read_rows
 
-    rows = read_rows(path)
+    if not isinstance(rows, list):
+        rows = read_rows(rows)
     cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
             "implant_auroc", "scoliosis_auroc", "map_50", "smape", "train_seconds", "latency_ms")
     out = ["  ".join(f"{c:>16}" if i else f"{c:<36}" for i, c in enumerate(cols))]
@@ -135,8 +137,8 @@ def cmd_evaluate(args) -> int:
                     split=args.on, split_file=args.split_file, split_seed=args.seed, out=args.out,
                     n_boot=args.n_boot, progress=not args.quiet)
     if args.out:
-        print(_leaderboard_text(args.out))
-        print(f"wrote {len(rows)} rows to {args.out}")
+        print(_leaderboard_text(rows))  # this call's rows, not everything the file has collected
+        print(f"wrote {len(rows)} row{'' if len(rows) == 1 else 's'} to {args.out}")
     else:
         import csv as _csv
         from spinebench.evaluation.results import RESULT_COLUMNS

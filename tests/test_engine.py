@@ -77,7 +77,7 @@ def test_registry_has_the_paper_six():
 
 
 @pytest.mark.slow
-def test_run_all_every_model_one_epoch(tiny_data, tmp_path):
+def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
     from spinebench.engine.runner import run_all
     from spinebench.engine.weights import load_weights, read_weights_manifest
 
@@ -118,6 +118,14 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path):
     assert list(written[0]) == list(RESULT_COLUMNS) and len(written) == 2
     assert all(int(r["n_test"]) > int(rows[0]["n_test"]) for r in written)  # split=all scores every image
     assert not math.isnan(float(written[0]["any_sensitivity"]))
+    # the CLI appends to the same file and prints only its own rows
+    from spinebench.cli import main
+
+    assert main(["-q", "evaluate", "--weights", str(tmp_path / "weights"), "--data", tiny_data, "--models",
+                 "cls_squeezenet1_1", "--on", "all", "--n-boot", "10", "--out", str(tmp_path / "eval.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("cls_") or line.startswith("det_") for line in printed) == 1
+    assert printed[-1].startswith("wrote 1 row to") and len(read_rows(tmp_path / "eval.csv")) == 3
 
 
 def _tiny_sets(spec):

@@ -251,6 +251,8 @@ def test_cli_manifest_and_inspect(tmp_path):
     (["data", "manifest", "folder=/no/such/folder", "--out", "OUT"], "folder=/no/such/folder: not found"),
     (["data", "manifest", "folder=tests/fixtures/folder_mini", "--out", "OUT", "--bogus"], "--bogus"),
     (["data", "inspect", "vindr=tests/fixtures/folder_mini"], "no annotations/ folder"),
+    (["-q", "run-all", "--data", "folder=tests/fixtures/folder_mini", "--models", "cobb_vertebra_resnet34", "--out", "OUT",
+      "--results", "OUT", "--weights", "OUT"], "needs vertebra landmarks"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
     res = _cli(*[str(tmp_path / "m.csv") if a == "OUT" else a for a in args])
