@@ -253,6 +253,9 @@ def test_cli_manifest_and_inspect(tmp_path):
     (["data", "inspect", "vindr=tests/fixtures/folder_mini"], "no annotations/ folder"),
     (["-q", "run-all", "--data", "folder=tests/fixtures/folder_mini", "--models", "cobb_vertebra_resnet34", "--out", "OUT",
       "--results", "OUT", "--weights", "OUT"], "needs vertebra landmarks"),
+    (["run-all", "--data", "folder=tests/fixtures/folder_mini", "--epochs", "0", "--out", "OUT"], "--epochs must be"),
+    (["run-all", "--data", "folder=tests/fixtures/folder_mini", "--image-size", "20", "--models", "cls_resnet50",
+      "--out", "OUT"], "below cls_resnet50's minimum input of 32 x 32"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
     res = _cli(*[str(tmp_path / "m.csv") if a == "OUT" else a for a in args])

@@ -95,7 +95,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
             epochs: int | None = None, progress: bool = True, report: bool = True) -> Path:
-    """Train and score ``models`` (default: all classification and detection models) on ``data``.
+    """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     Returns the run folder. ``resume`` names an earlier run folder: its config and split are reused, finished
     models are skipped and an interrupted model continues from its last checkpoint.
@@ -134,6 +134,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     else:
         run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
         run_dir = Path(out) / run_id
+    _check_schedule(prof, models, epochs, image_size)
 
     records = load_records(data)
     if not records:
@@ -210,6 +211,27 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             _make_report(run_dir)
     _dist_done(dist_world)
     return run_dir
+
+
+def _check_schedule(prof: Profile, models: Sequence[str], epochs: int | None, image_size: int | None) -> None:
+    """Refuse an impossible --epochs / --image-size before minutes of data loading, not as error rows after."""
+    from spinebench.models import model_info
+
+    if epochs is not None and epochs < 1:
+        raise SpinebenchError(f"--epochs must be at least 1 (got {epochs})")
+    if image_size is None:
+        return
+    if image_size < 1:
+        raise SpinebenchError(f"--image-size must be a positive number of pixels (got {image_size})")
+    for name in models:
+        info = model_info(name)
+        if info["task"] != "classification" or not info.get("min_input_size"):
+            continue
+        size = prof.settings_for(name, info["task"], 1, image_size).image_size
+        need = info["min_input_size"]
+        if size[0] < need[0] or size[1] < need[1]:
+            raise SpinebenchError(f"--image-size {image_size} is below {name}'s minimum input of {need[0]} x "
+                                  f"{need[1]} pixels")
 
 
 def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epochs, resume, progress, rank, world,
