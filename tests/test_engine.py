@@ -257,3 +257,20 @@ def test_detectors_run_without_cudnn_autotuning(tiny_data, monkeypatch):
     assert det.seen and not any(det.seen)
     assert cls.seen and all(cls.seen)
     assert torch.backends.cudnn.benchmark is True  # the caller's setting is back
+
+
+def test_paper_48_pixel_inputs(tiny_data, tmp_path):
+    """--image-size 48 reproduces the paper's classifier inputs; Inception-v3 gets its minimum (75) and says so."""
+    from spinebench.engine.runner import run_all
+    from spinebench.engine.weights import read_weights_manifest
+
+    names = ["cls_squeezenet1_1", "cls_inception_v3"]
+    run_all(data=[tiny_data], profile=TINY, models=names, device="cpu", out=tmp_path / "runs",
+            results=tmp_path / "results", weights_dir=tmp_path / "weights", pretrained="none", image_size=48,
+            progress=False, report=False)
+    rows = {r["model"]: r for r in read_rows(tmp_path / "results" / "leaderboard.csv")}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["cls_squeezenet1_1"]["input_size"] == "48x48"
+    assert rows["cls_inception_v3"]["input_size"] == "75x75"
+    manifest = read_weights_manifest(tmp_path / "weights")
+    assert manifest["cls_squeezenet1_1"]["image_size"] == [48, 48]  # predict/evaluate resize to what was trained
