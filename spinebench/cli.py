@@ -112,21 +112,32 @@ def cmd_run_all(args) -> int:
 
 
 def _leaderboard_text(rows) -> str:
-    """Result rows (or the path of a results CSV) as a fixed-width table for the terminal."""
+    """Result rows (or the path of a results CSV) as a fixed-width table for the terminal, each model followed by
+    the paper's own numbers for it (the paper's sensitivity/specificity are our any-finding ones)."""
     from spinebench.evaluation.results import read_rows
+    from spinebench.paper import paper_row
 
     if not isinstance(rows, list):
         rows = read_rows(rows)
     cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
             "implant_auroc", "scoliosis_auroc", "map_50", "smape", "train_seconds", "latency_ms")
-    out = ["  ".join(f"{c:>16}" if i else f"{c:<36}" for i, c in enumerate(cols))]
-    for r in rows:
+
+    def line(r: dict) -> str:
         cells = []
         for i, c in enumerate(cols):
             v = r.get(c, "")
-            v = f"{v:.3f}" if isinstance(v, float) else str(v)
+            v = "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             cells.append(f"{v:>16}" if i else f"{v:<36}")
-        out.append("  ".join(cells))
+        return "  ".join(cells)
+
+    out = ["  ".join(f"{c:>16}" if i else f"{c:<36}" for i, c in enumerate(cols))]
+    for r in rows:
+        out.append(line(r))
+        paper = paper_row(str(r.get("model", "")))
+        if paper:
+            out.append(line({"model": "  the paper (Le Van et al. 2020)", "any_sensitivity": paper["sensitivity"],
+                             "any_specificity": paper["specificity"], "accuracy": paper["accuracy"],
+                             "loss": paper["loss"]}))
     return "\n".join(out)
 
 

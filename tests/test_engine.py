@@ -125,6 +125,8 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
                  "cls_squeezenet1_1", "--on", "all", "--n-boot", "10", "--out", str(tmp_path / "eval.csv")]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("cls_") or line.startswith("det_") for line in printed) == 1
+    paper_line = next(line for line in printed if "the paper" in line)  # the paper's SqueezeNet beside ours
+    assert "0.890" in paper_line and "0.850" in paper_line
     assert printed[-1].startswith("wrote 1 row to") and len(read_rows(tmp_path / "eval.csv")) == 3
 
 
