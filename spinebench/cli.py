@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from spinebench import __version__
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger("spinebench")
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spinebench", description="spinebench: find lumbar implants and diagnose scoliosis on spine X-rays, and benchmark the models that do it.",
                      epilog="Data specs: synth | synth=DIR | aasce=PATH | vindr=PATH | folder=PATH | coco=FILE | "
                             "manifest=FILE | hybrid:SPEC")
+    parser.add_argument("--version", action="version", version=f"spinebench {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -263,3 +263,10 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert message in res.stderr
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_cli_version_is_the_package_version():
+    import spinebench
+
+    res = _cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"spinebench {spinebench.__version__}"
