@@ -13,7 +13,6 @@ import argparse
 import csv
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -93,11 +92,9 @@ def environment() -> dict:
     import PIL
     import pydicom
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = ""
+    from spinebench.evaluation.results import git_commit
+
+    commit = git_commit()
     return {"device": "cpu", "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "pillow": PIL.__version__, "pydicom": pydicom.__version__, "git_commit": commit}
 

@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +33,9 @@ COLUMNS = ("images", "workers", "seed", "wall_s", "images_per_s", "cpu_s", "cpu_
 
 
 def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = ""
+    from spinebench.evaluation.results import git_commit
+
+    commit = git_commit()
     return {"device": "cpu", "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "git_commit": commit}
 
