@@ -14,5 +14,7 @@ LABEL_MAP = {"Lum": 1, "sco": 2}
 LABEL_NAMES = {v: k for k, v in LABEL_MAP.items()}
 #: Image-level findings, in the order of every classifier's two sigmoid outputs.
 FINDINGS = ("implant", "scoliosis")
+#: The detector class that localises each finding.
+FINDING_LABELS = {"implant": LABEL_MAP["Lum"], "scoliosis": LABEL_MAP["sco"]}
 #: A largest Cobb angle at or above this (degrees) counts as scoliosis.
 SCOLIOSIS_COBB_DEG = 10.0

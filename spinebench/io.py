@@ -266,7 +266,7 @@ def _minmax(arr: np.ndarray) -> np.ndarray:
 def _load_dicom(s: _Src, max_pixels: int, frame: int | None) -> tuple[np.ndarray, dict]:
     import pydicom
     from pydicom import uid as uids
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 
     with s.open() as f:
         ds = pydicom.dcmread(f, force=True)

@@ -42,9 +42,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from spinebench import FINDINGS, LABEL_NAMES
+from spinebench import FINDING_LABELS, FINDINGS, LABEL_NAMES
 from spinebench.data.dataset import _resize_keep_aspect
-from spinebench.engine.profiles import PROFILES, profile_cache_side
+from spinebench.engine.profiles import profile_cache_side
 from spinebench.engine.train import transforms_for
 from spinebench.engine.weights import load_weights, read_weights_manifest, trained_models
 from spinebench.errors import ImageLoadError, SpinebenchError
@@ -70,7 +70,7 @@ MAX_ASPECT = 8.0
 # colours (RGB) of the two findings, used for boxes and table badges
 FINDING_COLOURS = {"implant": (255, 170, 0), "scoliosis": (0, 200, 255)}
 LABEL_COLOURS = {1: FINDING_COLOURS["implant"], 2: FINDING_COLOURS["scoliosis"]}
-_LABEL_FINDING = {1: "implant", 2: "scoliosis"}
+_LABEL_FINDING = {label: finding for finding, label in FINDING_LABELS.items()}
 
 
 # ------------------------------------------------------------------------------------------------ model loading

@@ -276,3 +276,30 @@ def test_paper_48_pixel_inputs(tiny_data, tmp_path):
     assert rows["cls_inception_v3"]["input_size"] == "75x75"
     manifest = read_weights_manifest(tmp_path / "weights")
     assert manifest["cls_squeezenet1_1"]["image_size"] == [48, 48]  # predict/evaluate resize to what was trained
+
+
+def test_images_without_the_box_of_their_finding_do_not_score_or_train_boxes(tiny_data):
+    """An implant-positive film without a Lum box (AASCE's post-operative films) is left out of box training
+    and of mAP: a correct detection on it would otherwise count as a false positive."""
+    from spinebench.data.records import boxes_cover_findings
+    from spinebench.engine.runner import _with_complete_boxes, detection_metrics
+
+    assert boxes_cover_findings([1, 0], [1]) and boxes_cover_findings([0, 0], [])
+    assert not boxes_cover_findings([1, 1], [2]) and not boxes_cover_findings([1, 0], [])
+
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    one = torch.tensor([1])
+    hit = {"boxes": box, "scores": torch.tensor([0.9]), "labels": one}
+    sure = {"boxes": box, "scores": torch.tensor([0.95]), "labels": one}  # ranks first: an FP unless left out
+    pred = {"detections": [hit, sure],
+            "targets": [{"boxes": box, "labels": one}, {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}],
+            "labels": np.array([[1.0, 0.0], [1.0, 0.0]])}  # the second film has an implant but no box
+    assert detection_metrics(pred)["map_50"] == pytest.approx(1.0)
+    from spinebench.evaluation.detection import detection_map
+    assert detection_map(pred["detections"], pred["targets"])["map_50"] < 1.0  # what it used to score
+
+    recs = assign_splits(load_records([tiny_data]), seed=0)
+    recs[0] = dict(recs[0], implant=1, boxes=[])
+    ds = SpineDataset(recs, max_side=96)
+    kept = _with_complete_boxes(ds, "det")
+    assert len(kept) == len(ds) - 1 and recs[0]["image_id"] not in {r["image_id"] for r in kept.records}

@@ -27,14 +27,27 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+from spinebench import FINDING_LABELS, FINDINGS
 from spinebench.errors import SpecError
 
 MANIFEST_COLUMNS = (
     "image_id", "patient_id", "source", "path", "split", "origin_split", "implant", "scoliosis",
     "cobb_pt", "cobb_mt", "cobb_tl", "width", "height", "boxes", "landmarks",
 )
+
+
+def boxes_cover_findings(findings: Sequence[float], box_labels: Iterable[int]) -> bool:
+    """True when every positive finding of an image (values in FINDINGS order) has a box of its class.
+
+    Why: detectors learn only from boxes. An image labelled implant-positive without a ``Lum`` box (the AASCE
+    post-operative films, or a folder labelled per image) would teach a detector that the hardware is background,
+    and would turn a correct detection into a false positive in mAP; such images train and score the detectors'
+    boxes only when their boxes are complete (the image-level protocol still scores every image).
+    """
+    have = {int(v) for v in box_labels}
+    return all(not int(v) or FINDING_LABELS[name] in have for name, v in zip(FINDINGS, findings))
 
 
 def make_record(**fields: Any) -> dict:

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from spinebench.cobb import ANGLE_NAMES, N_LANDMARKS, cobb_angles, severity_grade, smape
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
-from spinebench.engine.train import (NonFiniteLossError, _append_csv, _cpu_copy, _save_atomic, _schedule,
-                                     optimizer_step, restore_checkpoint)
+from spinebench.engine.train import (_append_csv, _cpu_copy, _save_atomic, _schedule, optimizer_step,
+                                     restore_checkpoint)
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from spinebench import FINDINGS
 from spinebench.data.dataset import SpineDataset
+from spinebench.data.records import boxes_cover_findings
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
 from spinebench.engine.device import precision_of, resolve_device, seed_everything
@@ -59,20 +61,38 @@ def _split_datasets(records: list[dict], cache_side: int) -> dict[str, SpineData
 
 def score_predictions(model_name: str, task: str, val_pred: dict, test_pred: dict, n_boot: int, seed: int) -> dict:
     """The shared protocol: thresholds chosen on validation, applied unchanged to test; detection mAP for detectors."""
-    from spinebench.evaluation.detection import detection_map
     from spinebench.evaluation.metrics import choose_thresholds, evaluate_image_level
 
     thresholds = choose_thresholds(val_pred["labels"], val_pred["probs"])
     metrics = evaluate_image_level(test_pred["labels"], test_pred["probs"], test_pred["patient_ids"], thresholds,
                                    n_boot=n_boot, seed=seed)
     if task == "detection" and test_pred["detections"] is not None:
-        metrics.update(detection_map(test_pred["detections"], test_pred["targets"]))
+        metrics.update(detection_metrics(test_pred))
     return {"thresholds": np.asarray(thresholds).tolist(), "metrics": metrics}
 
 
-def _write_predictions(path: Path, pred: dict, thresholds: Sequence[float]) -> None:
-    from spinebench import FINDINGS
+def detection_metrics(pred: dict) -> dict:
+    """COCO mAP of a detector's predictions (``predict`` output) over the images whose boxes are complete: an
+    image with a positive finding but no box of its class cannot score boxes (``boxes_cover_findings``)."""
+    from spinebench.evaluation.detection import detection_map
 
+    keep = [i for i, t in enumerate(pred["targets"]) if boxes_cover_findings(pred["labels"][i], t["labels"].tolist())]
+    if len(keep) < len(pred["targets"]):
+        log.info("mAP over %d of %d images: the others have a positive finding without its box", len(keep),
+                 len(pred["targets"]))
+    return detection_map([pred["detections"][i] for i in keep], [pred["targets"][i] for i in keep])
+
+
+def _with_complete_boxes(ds: SpineDataset, name: str) -> SpineDataset:
+    """The images a detector can learn boxes from (see ``boxes_cover_findings``)."""
+    keep = [i for i, r in enumerate(ds.records)
+            if boxes_cover_findings([r[f] for f in FINDINGS], [b[4] for b in r.get("boxes") or []])]
+    if len(keep) < len(ds):
+        log.info("%s: %d training images left out, a positive finding without its box", name, len(ds) - len(keep))
+    return ds.subset(keep)
+
+
+def _write_predictions(path: Path, pred: dict, thresholds: Sequence[float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -247,12 +267,13 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
                          weights_dir, save)
     kwargs = _model_kwargs(task, prof)
     model = create_model(name, pretrained=pretrained, **kwargs)
-    settings = prof.settings_for(name, task, len(sets["train"]), image_size)
+    train = _with_complete_boxes(sets["train"], name) if task == "detection" else sets["train"]
+    settings = prof.settings_for(name, task, len(train), image_size)
     if epochs:
         from dataclasses import replace
         settings = replace(settings, epochs=epochs)
     tag = f"{name}-s{seed}"
-    hist = train_model(model, sets["train"], sets["val"], settings=settings, device=dev, seed=seed,
+    hist = train_model(model, train, sets["val"], settings=settings, device=dev, seed=seed,
                        checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt", resume=resume,
                        log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, ddp_rank=rank, ddp_world=world)
     tf = transforms_for(model, settings.image_size, train=False)
@@ -366,7 +387,6 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     is tuned on the data being evaluated. ``split`` = test | val | train | all picks the images scored.
     Rows have the leaderboard's columns.
     """
-    from spinebench.evaluation.detection import detection_map
     from spinebench.evaluation.metrics import evaluate_image_level
     from spinebench.evaluation.results import append_rows, error_row, make_row
     from spinebench.models import model_info
@@ -409,7 +429,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             metrics = evaluate_image_level(pred["labels"], pred["probs"], pred["patient_ids"],
                                            entry["thresholds"], n_boot=n_boot, seed=0)
             if model.default_cfg["task"] == "detection":
-                metrics.update(detection_map(pred["detections"], pred["targets"]))
+                metrics.update(detection_metrics(pred))
             rows.append(make_row(run_id=run_id, model=name, task=info["task"], paper_name=info.get("paper_name", ""),
                                  data=" ".join(data), split_file=split_file or "", n_test=len(chosen),
                                  seed=entry.get("seed", ""), pretrained=bool(entry.get("pretrained")),

@@ -24,8 +24,6 @@ A Cobb-angle model adds ``predictions/<model>-s<seed>-cobb.csv`` with the column
 from __future__ import annotations
 
 import argparse
-
-import argparse
 import importlib
 
 # public name -> submodule; imported on first use so that `python -m spinebench --help` stays light (plotly and
