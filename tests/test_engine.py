@@ -118,6 +118,15 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
     assert list(written[0]) == list(RESULT_COLUMNS) and len(written) == 2
     assert all(int(r["n_test"]) > int(rows[0]["n_test"]) for r in written)  # split=all scores every image
     assert not math.isnan(float(written[0]["any_sensitivity"]))
+    # on the run's own test split, evaluate reproduces run-all's numbers (same preprocessing, same thresholds)
+    same = evaluate(weights_dir=tmp_path / "weights", data=[tiny_data], models=names, device="cpu",
+                    split_file=str(run_dir / "split.csv"), n_boot=0, progress=False)
+    by_model = {r["model"]: r for r in rows}
+    for r in same:
+        keys = ("any_sensitivity", "any_specificity", "accuracy", "loss", "implant_auroc") + \
+            (("map_50",) if r["task"] == "detection" else ())
+        for key in keys:
+            assert float(r[key]) == pytest.approx(float(by_model[r["model"]][key]), abs=1e-6, nan_ok=True), key
     # the CLI appends to the same file and prints only its own rows
     from spinebench.cli import main
 
