@@ -46,6 +46,8 @@ VERTEBRA_NAMES = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range
 ANGLE_NAMES = ("pt", "mt", "tl")
 #: Severity bands of the largest Cobb angle (degrees): [low, high) -> grade.
 SEVERITY_BANDS = ((10.0, "mild"), (25.0, "moderate"), (40.0, "severe"))
+#: Every grade :func:`severity_grade` returns, mildest first.
+SEVERITY_GRADES = ("none",) + tuple(name for _, name in SEVERITY_BANDS)
 
 
 @dataclass

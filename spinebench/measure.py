@@ -96,6 +96,15 @@ def measure_image(model, img: np.ndarray, max_side: int = 1024) -> tuple[np.ndar
     return pts, cobb_angles(pts, image_height=img.shape[0])
 
 
+def summarize(res: CobbResult) -> dict:
+    """What a measurement tells a reader, the same in the CLI and the demo: the largest curve, its clinical grade,
+    each curve's end vertebrae, and whether the spine is S-shaped."""
+    name, big, _ = res.largest
+    return {"largest": round(big, 2), "largest_curve": name, "grade": severity_grade(big),
+            "end_vertebrae": {k: [VERTEBRA_NAMES[i], VERTEBRA_NAMES[j]] for k, (i, j) in res.end_vertebrae.items()},
+            "s_shaped": res.s_shaped}
+
+
 def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike = "weights", device: str = "cpu",
             model: str | None = None) -> list[dict]:
     """Cobb angles of each image: one dict per image.
@@ -119,12 +128,9 @@ def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike =
         t0 = time.perf_counter()
         img, _ = load_image(path)
         pts, res = measure_image(net, img, max_side)
-        name, big, _ = res.largest
         rows.append({
             "file": str(path), "pt": round(res.pt, 2), "mt": round(res.mt, 2), "tl": round(res.tl, 2),
-            "largest": round(big, 2), "largest_curve": name, "grade": severity_grade(big),
-            "end_vertebrae": {k: [VERTEBRA_NAMES[i], VERTEBRA_NAMES[j]] for k, (i, j) in res.end_vertebrae.items()},
-            "s_shaped": res.s_shaped, "landmarks": np.round(pts, 1).tolist(),
+            **summarize(res), "landmarks": np.round(pts, 1).tolist(),
             "width": int(img.shape[1]), "height": int(img.shape[0]),
             "ms": round((time.perf_counter() - t0) * 1000, 1), "model": net.default_cfg["name"],
         })

@@ -335,15 +335,12 @@ class Predictor:
         Not counted in the agreement of the six: it measures, it does not give the two findings' probabilities.
         """
         from spinebench import SCOLIOSIS_COBB_DEG
-        from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, severity_grade
-        from spinebench.measure import measure_image
+        from spinebench.cobb import ANGLE_NAMES
+        from spinebench.measure import measure_image, summarize
 
         pts, res = measure_image(lm.model, view, max_side=self.side_for(lm))
-        name, big, _ = res.largest
-        out = dict(base, angles={k: round(float(a), 2) for k, a in zip(ANGLE_NAMES, res.angles)},
-                   largest=round(big, 2), largest_curve=name, grade=severity_grade(big),
-                   scoliosis_measured=bool(big >= SCOLIOSIS_COBB_DEG),
-                   end_vertebrae={k: [VERTEBRA_NAMES[i], VERTEBRA_NAMES[j]] for k, (i, j) in res.end_vertebrae.items()},
+        out = dict(base, angles={k: round(float(a), 2) for k, a in zip(ANGLE_NAMES, res.angles)}, **summarize(res),
+                   scoliosis_measured=bool(res.largest[1] >= SCOLIOSIS_COBB_DEG),
                    landmarks=np.round(pts / scale, 1).tolist())
         return out, {"landmarks": pts, "cobb": res}
 

@@ -259,3 +259,14 @@ def test_targets_round_trip_on_real_aasce_landmarks():
         if np.allclose(canon, lm):  # well-ordered labels: the angles are the reference's
             ang = cobb_angles(pts, r["height"]).angles
             np.testing.assert_allclose(ang, [r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]], atol=0.05)
+
+
+def test_training_cli_refuses_data_without_landmarks_on_stderr(capsys, tmp_path):
+    from spinebench.engine.cobb_train import main
+
+    assert main(["--data", "folder=tests/fixtures/folder_mini", "--epochs", "1", "--out", str(tmp_path / "w"),
+                 "-q"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().count("\n") == 0
+    assert "no images with vertebra landmarks" in captured.err
+    assert not (tmp_path / "w").exists()

@@ -12,11 +12,11 @@ import math
 from collections import defaultdict
 from typing import Iterable
 
-from spinebench.cobb import severity_grade
+from spinebench.cobb import SEVERITY_GRADES, severity_grade
 from spinebench.data.splits import SPLITS
 
 FINDING_COLUMNS = ("normal", "implant", "scoliosis", "both")
-SEVERITY_COLUMNS = ("none", "mild", "moderate", "severe")
+SEVERITY_COLUMNS = SEVERITY_GRADES
 ALL = "all"
 
 

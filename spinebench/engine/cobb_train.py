@@ -27,6 +27,7 @@ import argparse
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinebench.cobb import ANGLE_NAMES, N_LANDMARKS, cobb_angles, severity_grade, smape
+from spinebench import SCOLIOSIS_COBB_DEG
+from spinebench.cobb import (ANGLE_NAMES, N_LANDMARKS, SEVERITY_GRADES, cobb_angles, severity_grade,
+                             smape)
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
 from spinebench.engine.train import (_append_csv, _cpu_copy, _save_atomic, _schedule, optimizer_step,
@@ -44,8 +47,6 @@ from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
 
-GRADES = ("none", "mild", "moderate", "severe")
-SCOLIOSIS_DEG = 10.0
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -207,9 +208,9 @@ def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequenc
     err = np.linalg.norm(pred - true, axis=-1).mean(1)        # per image mean point error
     sc = np.ones(n) if scales is None else np.asarray(scales, dtype=np.float64)
     p_big, t_big = pa.max(1), ta.max(1)
-    g_pred = np.array([GRADES.index(severity_grade(a)) for a in p_big])
-    g_true = np.array([GRADES.index(severity_grade(a)) for a in t_big])
-    t_pos, p_pos = t_big >= SCOLIOSIS_DEG, p_big >= SCOLIOSIS_DEG
+    g_pred = np.array([SEVERITY_GRADES.index(severity_grade(a)) for a in p_big])
+    g_true = np.array([SEVERITY_GRADES.index(severity_grade(a)) for a in t_big])
+    t_pos, p_pos = t_big >= SCOLIOSIS_COBB_DEG, p_big >= SCOLIOSIS_COBB_DEG
     num = np.abs(pa - ta).sum(1)
     den = (pa + ta).sum(1)
     # per-image quantities whose (weighted) means are the metrics; sensitivity/specificity are ratios of two
@@ -236,7 +237,7 @@ def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequenc
         metrics.update({key: value, f"{key}_lo": lo, f"{key}_hi": hi})
     conf = np.zeros((4, 4), dtype=int)
     np.add.at(conf, (g_true, g_pred), 1)
-    metrics.update({"grade_confusion": conf.tolist(), "grade_order": list(GRADES), "n_images": n,
+    metrics.update({"grade_confusion": conf.tolist(), "grade_order": list(SEVERITY_GRADES), "n_images": n,
                     "n_patients": len(set(patient_ids)), "n_boot": n_boot, "pred_angles": pa.round(3).tolist()})
     return metrics
 
@@ -411,7 +412,7 @@ def run_training(*, data: Sequence[str], epochs: int, out: str | os.PathLike = "
             "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"], "best_val_smape": fit["best_val_smape"],
             "train_seconds": fit["train_seconds"], "pretrained": bool(model.pretrained_loaded),
             "input_size": list(_input_size(model)), "model_kwargs": {"input_size": list(_input_size(model))},
-            "max_side": max_side, "device": str(dev),
+            "cache_side": max_side, "device": str(dev),
             "test_metrics": {k: v for k, v in test.items() if k != "pred_angles"}}
     path = save_weights(model.to("cpu"), out, meta=meta)
     return {"weights": str(path), "fit": fit, "test": test, "meta": meta}
@@ -453,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            n_boot=args.n_boot, pretrained=args.pretrained, progress=not args.quiet,
                            input_size=args.input_size, checkpoint_every=args.checkpoint_every)
     except SpinebenchError as e:
-        print(f"spinebench: error: {e}")
+        print(f"spinebench: error: {e}", file=sys.stderr)
         return 2
     t = res["test"]
     if t:

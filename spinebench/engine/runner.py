@@ -313,7 +313,7 @@ def _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, re
               weights_dir, save):
     """The landmark model: trained on the images that have landmarks, scored by SMAPE, angle MAE, grades, and
     by scoliosis (largest measured angle >= 10 degrees) on the same test split as the six."""
-    from spinebench.engine.cobb_train import predict_landmarks, score_cobb, train_cobb
+    from spinebench.engine.cobb_train import score_dataset, train_cobb
     from spinebench.evaluation.results import RESULT_COLUMNS, make_row
     from spinebench.models import create_model
 
@@ -330,14 +330,7 @@ def _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, re
     tag = f"{name}-s{seed}"
     hist = train_cobb(model, tr, va, device=dev, seed=seed, checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt",
                       resume=resume, log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, **cfg)
-    pred = predict_landmarks(model, te, dev)
-    items = [te[i] for i in range(len(te))]
-    scales = [it["scale"] for it in items]
-    heights = [it["image"].shape[-2] for it in items]
-    true = np.stack([it["landmarks"].numpy().astype(np.float64) for it in items])
-    true_angles = np.array([[r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]] for r in te.records])
-    metrics = score_cobb(pred, true, true_angles, [r["patient_id"] for r in te.records], n_boot=prof.n_boot,
-                         seed=seed, image_heights=heights, scales=scales)
+    metrics = score_dataset(model, te, dev, n_boot=prof.n_boot, seed=seed)  # the same scoring as evaluate
     latency = _cobb_latency(model, te, dev)
     row = make_row(**context, model=name, task="cobb", paper_name=info.get("paper_name", ""),
                    pretrained=bool(model.pretrained_loaded), epochs=hist["epochs_run"],
