@@ -312,3 +312,26 @@ def test_images_without_the_box_of_their_finding_do_not_score_or_train_boxes(tin
     ds = SpineDataset(recs, max_side=96)
     kept = _with_complete_boxes(ds, "det")
     assert len(kept) == len(ds) - 1 and recs[0]["image_id"] not in {r["image_id"] for r in kept.records}
+
+
+def test_checkpoint_stores_the_best_weights_once(tmp_path):
+    """When the checkpoint's epoch is the best one its weights are stored once, and resuming puts them back."""
+    from spinebench.engine.device import rng_state
+    from spinebench.engine.train import _save_atomic, best_for_checkpoint, restore_checkpoint
+
+    def parts():
+        net = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(net.parameters())
+        return net, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+    net, opt, sched = parts()
+    best = {k: v.clone() for k, v in net.state_dict().items()}
+    assert best_for_checkpoint(best, best_epoch=3, epoch=2) is None  # epoch index 2 is the 3rd epoch: the best
+    assert best_for_checkpoint(best, best_epoch=2, epoch=2) is best
+    _save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "epoch": 2, "best_epoch": 3, "best_state": best_for_checkpoint(best, 3, 2), "rng": rng_state()},
+                 tmp_path / "c.pt")
+    fresh, opt2, sched2 = parts()
+    state = restore_checkpoint(tmp_path / "c.pt", fresh, opt2, sched2)
+    assert set(state["best_state"]) == set(best)
+    assert all(torch.equal(state["best_state"][k], best[k]) for k in best)

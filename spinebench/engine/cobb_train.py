@@ -41,8 +41,8 @@ from spinebench.cobb import (ANGLE_NAMES, N_LANDMARKS, SEVERITY_GRADES, cobb_ang
                              smape)
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
-from spinebench.engine.train import (_append_csv, _cpu_copy, _save_atomic, _schedule, optimizer_step,
-                                     restore_checkpoint)
+from spinebench.engine.train import (_append_csv, _cpu_copy, _save_atomic, _schedule, best_for_checkpoint,
+                                     optimizer_step, restore_checkpoint)
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,8 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
         if ckpt and ((epoch + 1) % checkpoint_every == 0 or last):
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_smape": best_smape,
-                          "best_epoch": best_epoch, "best_state": best_state, "history": history,
+                          "best_epoch": best_epoch,
+                          "best_state": best_for_checkpoint(best_state, best_epoch, epoch), "history": history,
                           "train_seconds": elapsed, "rng": rng_state()}, ckpt)
         log.info("%s epoch %d: loss %.4f%s (%.0fs)", model.default_cfg["name"], epoch + 1, row["train_loss"],
                  f", val SMAPE {row['val_smape']:.2f}%" if "val_smape" in row else "", row["seconds"])
