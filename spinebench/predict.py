@@ -44,6 +44,7 @@ import torch
 
 from spinebench import FINDING_LABELS, FINDINGS, LABEL_NAMES
 from spinebench.data.dataset import _resize_keep_aspect
+from spinebench.engine.device import available_cores
 from spinebench.engine.profiles import profile_cache_side
 from spinebench.engine.train import transforms_for
 from spinebench.engine.weights import load_weights, read_weights_manifest, trained_models
@@ -97,11 +98,6 @@ def _threshold_pair(entry: dict) -> tuple[float, float]:
     if len(t) < len(FINDINGS) or not all(math.isfinite(v) for v in t[:len(FINDINGS)]):
         raise SpinebenchError(f"manifest entry {entry.get('model', '?')} has no valid thresholds: {t}")
     return t[0], t[1]
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container's affinity, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def set_cpu_threads(n: int | None = None) -> int:

@@ -15,6 +15,11 @@ from spinebench.errors import SpinebenchError
 log = logging.getLogger(__name__)
 
 
+def available_cores() -> int:
+    """Cores this process may run on (a container's affinity, not the host's count)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` takes CUDA when present. Sets a sensible CPU thread count (all cores: training is compute-bound)."""
     if device == "auto":
@@ -26,8 +31,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SpinebenchError(f"device {device!r} asked for, but CUDA is not available here")
     if dev.type == "cpu":
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                  else os.cpu_count() or 1))
+        torch.set_num_threads(available_cores())
     else:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

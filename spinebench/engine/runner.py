@@ -35,7 +35,7 @@ from spinebench.data.dataset import SpineDataset
 from spinebench.data.records import boxes_cover_findings
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
-from spinebench.engine.device import precision_of, resolve_device, seed_everything
+from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything
 from spinebench.engine.profiles import Profile, get_profile, profile_cache_side
 from spinebench.engine.train import measure_latency, predict, train_model, transforms_for
 from spinebench.engine.weights import load_weights, save_weights, trained_models
@@ -49,9 +49,14 @@ def _git_commit() -> str:
     return git_commit()
 
 
+def _decoded(records: list[dict], side: int) -> SpineDataset:
+    """Every image decoded once and kept downscaled to ``side`` (decoding threads: up to 4 cores)."""
+    return SpineDataset(records, max_side=side, workers=min(4, available_cores()))
+
+
 def _split_datasets(records: list[dict], cache_side: int) -> dict[str, SpineDataset]:
     """Decode every image once (shared by all models of the run), then split into views."""
-    full = SpineDataset(records, max_side=cache_side, workers=min(4, os.cpu_count() or 1))
+    full = _decoded(records, cache_side)
     out = {}
     for split in ("train", "val", "test"):
         idx = [i for i, r in enumerate(records) if r["split"] == split]
@@ -411,7 +416,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             # the same aspect-kept downscale the model was trained on, then its own input transform
             side = profile_cache_side(entry)
             if side not in by_side:
-                by_side[side] = SpineDataset(chosen, max_side=side, workers=min(4, os.cpu_count() or 1))
+                by_side[side] = _decoded(chosen, side)
             ds = by_side[side]
             if info["task"] == "cobb":
                 rows.append(_evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file,
