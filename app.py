@@ -2,7 +2,8 @@
 
 ``python app.py`` serves it (Gradio; honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT). On a fresh clone without
 trained weights it first fetches them ($SPINEBENCH_WEIGHTS_REPO, a Hugging Face Hub repository) or trains the quick
-profile offline (about ten minutes on a 2-core CPU, with progress bars), then serves.
+profile offline (about ten minutes on a 2-core CPU, with progress bars), then serves. That training on demand is
+the app's choice and lives here: the library's inference side never imports the training orchestration.
 
 This file only lays out components; prediction, heatmaps, drawing, model cards and the leaderboard come from the
 library (``spinebench.predict``, ``spinebench.figures``). Research software, not a medical device.
@@ -33,7 +34,7 @@ from spinebench.io import SUPPORTED_EXTENSIONS
 log = logging.getLogger("spinebench.app")
 
 WEIGHTS_DIR = sp.default_weights_dir()
-EXAMPLES_DIR = Path(sp.__file__).resolve().parent / "assets" / "examples"
+EXAMPLES_DIR = Path(sp.__file__).resolve().parent.parent / "assets" / "examples"
 #: Largest upload accepted (per file); an uncompressed 4k x 4k 16-bit DICOM is 32 MB.
 MAX_FILE_SIZE = "64mb"
 #: Gradio's cache of uploads and outputs is swept every 5 minutes of files older than 10 minutes.
@@ -285,14 +286,42 @@ def launch(**kwargs):
     return demo.queue(default_concurrency_limit=1, max_size=32).launch(max_file_size=MAX_FILE_SIZE, **kwargs)
 
 
+def ensure_weights(weights_dir: str | os.PathLike | None = None, *, hub_repo: str | None = None,
+                   revision: str | None = None, train_profile: str = "quick", data: tuple[str, ...] = ("synth",),
+                   results_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+                   progress: bool = True) -> Path:
+    """A weights folder with trained models, whatever it takes: there already or on the Hub
+    (``spinebench.predict.find_weights``), else the ``train_profile`` profile trained on ``data`` now (quick: about
+    ten minutes on a 2-core CPU, offline, with progress bars), writing results to ``results_dir`` for the
+    leaderboard."""
+    from spinebench.paths import repo_root
+
+    wdir = Path(weights_dir) if weights_dir else sp.default_weights_dir()
+    found = sp.find_weights(wdir, hub_repo=hub_repo, revision=revision)
+    if found is not None:
+        return found
+    from spinebench.engine.runner import run_all
+    from spinebench.weights import trained_records
+
+    log.warning("no trained models in %s: training the %s profile on %s first (this takes a while)", wdir,
+                train_profile, " ".join(data))
+    root = repo_root()
+    run_all(data=data, profile=train_profile, weights_dir=wdir, results=results_dir or root / "results",
+            out=runs_dir or root / "runs", progress=progress)
+    if not trained_records(wdir):
+        raise SpinebenchError(f"training finished but no model was saved to {wdir}; see the run's error rows")
+    return wdir
+
+
 def main() -> None:
     """Weights first (existing, Hub or trained now), models loaded once, then serve."""
+    global WEIGHTS_DIR
     # spinebench's own progress at INFO; third-party libraries (HTTP clients, figure export) only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("spinebench").setLevel(logging.INFO)
     try:
-        weights = sp.ensure_weights(WEIGHTS_DIR)
-        sp.get_predictor(str(weights))
+        WEIGHTS_DIR = ensure_weights(WEIGHTS_DIR)  # a Hub snapshot when the weights came from there
+        sp.get_predictor(str(WEIGHTS_DIR))
     except SpinebenchError as e:
         raise SystemExit(f"spinebench demo: {e}") from None
     launch()

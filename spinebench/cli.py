@@ -270,6 +270,15 @@ def _add_measure_command(sub) -> None:
 _EXTRA_COMMANDS.append(_add_measure_command)
 
 
+def _add_weights_command(sub) -> None:
+    from spinebench.hub import add_weights_command
+
+    add_weights_command(sub)
+
+
+_EXTRA_COMMANDS.append(_add_weights_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -6,8 +6,8 @@
     rows[0]["pt"], rows[0]["grade"], rows[0]["landmarks"]
 
 Every image goes through :func:`spinebench.io.load_image` (the pixel contract), then exactly the preprocessing the
-model was trained with (the decoded-image cache side recorded in the weights manifest, then the model's input
-size); the predicted corners are mapped back to the file's pixels and measured by :func:`spinebench.cobb.cobb_angles`,
+model was trained with (:meth:`spinebench.weights.TrainedWeights.preprocess`: the training run's decode downscale,
+then the model's input size); the predicted corners are mapped back to the file's pixels and measured by :func:`spinebench.cobb.cobb_angles`,
 the same function that made the reference angles. The severity grade is that of the largest of the three angles.
 
 These are research measurements of a model trained on one public data set (AASCE 2019), not a diagnosis.
@@ -19,12 +19,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, severity_grade
 from spinebench.errors import SpinebenchError
+
+if TYPE_CHECKING:
+    from spinebench.weights import TrainedWeights
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +36,17 @@ _MODELS: dict[tuple, tuple] = {}
 
 def cobb_models(weights_dir: str | os.PathLike) -> list[str]:
     """Names of the trained ``cobb`` models whose weights are present in ``weights_dir``."""
-    from spinebench.engine.weights import read_weights_manifest, trained_models
     from spinebench.models import list_models
+    from spinebench.weights import trained_records
 
-    manifest = read_weights_manifest(weights_dir)
     known = set(list_models(task="cobb"))
-    return [n for n in trained_models(weights_dir) if n in known or manifest[n].get("task") == "cobb"]
+    return [n for n, r in trained_records(weights_dir).items() if n in known or r.task == "cobb"]
 
 
 def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "cpu",
-                    model: str | None = None) -> tuple["torch.nn.Module", dict]:
-    """(model in eval mode, manifest entry), loaded once per process and kept (the demo calls this per click)."""
-    from spinebench.engine.weights import load_weights
+                    model: str | None = None) -> tuple["torch.nn.Module", "TrainedWeights"]:
+    """(model in eval mode, its weights record), loaded once per process and kept."""
+    from spinebench.weights import get_record
 
     wdir = Path(weights_dir)
     if not wdir.is_dir():
@@ -61,34 +63,23 @@ def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "c
                               f"{', '.join(names) or 'none'}")
     key = (str(wdir.resolve()), model, str(device))
     if key not in _MODELS:
-        _MODELS[key] = load_weights(model, wdir, device=device)
+        rec = get_record(model, wdir)
+        _MODELS[key] = (rec.load(device), rec)
     return _MODELS[key]
 
 
-def _preprocess(img: np.ndarray, max_side: int, size: tuple[int, int]) -> tuple["torch.Tensor", np.ndarray]:
-    """The training preprocessing: aspect-kept cache at ``max_side``, then resize to ``size`` (H, W).
+def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.ndarray, CobbResult]:
+    """(68, 2) landmarks in ``img`` pixels and their Cobb angles, for one image in the pixel contract.
 
-    Returns the (1, 1, H, W) input and the (x, y) input pixels per file pixel.
-    """
-    import torch
-
-    from spinebench.data.dataset import _resize_keep_aspect
-    from spinebench.data.transforms import resize
-
-    arr, _ = _resize_keep_aspect(img, max_side)
-    x = resize(torch.from_numpy(arr.astype(np.float32))[None], size)[None]
-    h, w = img.shape
-    return x, np.array([size[1] / w, size[0] / h])
-
-
-def measure_image(model, img: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, CobbResult]:
-    """(68, 2) landmarks in ``img`` pixels and their Cobb angles, for one image in the pixel contract."""
+    ``record`` preprocesses ``img`` as in training; the model's input is the whole (downscaled) image resized, so
+    input pixels map back to ``img`` pixels by the two axes' size ratios."""
     import torch
 
     from spinebench.models.cobb_net import decode_landmarks
 
-    size = tuple(int(v) for v in model.default_cfg["input_size"])
-    x, to_input = _preprocess(img, max_side, size)
+    x = record.preprocess(img)[None]
+    h, w = img.shape
+    to_input = np.array([x.shape[-1] / w, x.shape[-2] / h])
     dev = next(model.parameters()).device
     with torch.inference_mode():
         pts = decode_landmarks(model(x.to(dev)))[0][0].float().cpu().numpy().astype(np.float64)
@@ -114,20 +105,18 @@ def measure(paths: Sequence[str | os.PathLike], weights_dir: str | os.PathLike =
     pixels), width, height, ms (load + preprocess + model + angles), model.
     """
     from spinebench.engine.device import resolve_device
-    from spinebench.engine.profiles import profile_cache_side
     from spinebench.io import load_image
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     # on the CPU the caller's torch thread count is kept (resolve_device would reset it to every core)
     dev = "cpu" if str(device) == "cpu" else str(resolve_device(device))
-    net, entry = load_cobb_model(weights_dir, dev, model)
-    max_side = profile_cache_side(entry)  # the downscale the model was trained on
+    net, record = load_cobb_model(weights_dir, dev, model)
     rows = []
     for path in paths:
         t0 = time.perf_counter()
         img, _ = load_image(path)
-        pts, res = measure_image(net, img, max_side)
+        pts, res = measure_image(net, img, record)
         rows.append({
             "file": str(path), "pt": round(res.pt, 2), "mt": round(res.mt, 2), "tl": round(res.tl, 2),
             **summarize(res), "landmarks": np.round(pts, 1).tolist(),

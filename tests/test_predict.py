@@ -106,7 +106,7 @@ def test_probabilities_equal_the_training_pipeline(predictor):
     rec = make_record(image_id="x", patient_id="p", source="test", path=path)
     ds = SpineDataset([rec], max_side=QUICK_SIDE, workers=1)
     for name, lm in predictor.models.items():
-        tf = transforms_for(lm.model, lm.image_size, train=False)
+        tf = transforms_for(lm.model, lm.record.image_size, train=False)
         ref = predict(lm.model, ds.with_transform(tf), torch.device("cpu"))["probs"][0]
         got = [r["models"][name][f]["probability"] for f in FINDINGS]
         np.testing.assert_allclose(got, ref, atol=6e-5, err_msg=name)
@@ -301,13 +301,17 @@ def test_agreement_counts():
 
 
 def test_cache_side_follows_the_training_profile():
+    """Older manifest entries are read through one adapter: cache_side, cobb_train's max_side, or the run id."""
     from spinebench.engine.profiles import PROFILES
-    from spinebench.predict import profile_cache_side
+    from spinebench.weights import TrainedWeights
 
-    assert profile_cache_side({"run_id": "20250101-000000-paper"}) == PROFILES["paper"].cache_side
-    assert profile_cache_side({"run_id": "20250101-000000-quick"}) == PROFILES["quick"].cache_side
-    assert profile_cache_side({"cache_side": 512, "run_id": "x-paper"}) == 512
-    assert profile_cache_side({"max_side": 768}) == 768  # what cobb_train records
+    def side(entry):
+        return TrainedWeights.from_entry("cls_squeezenet1_1", entry).cache_side
+
+    assert side({"run_id": "20250101-000000-paper"}) == PROFILES["paper"].cache_side
+    assert side({"run_id": "20250101-000000-quick"}) == PROFILES["quick"].cache_side
+    assert side({"cache_side": 512, "run_id": "x-paper"}) == 512
+    assert side({"max_side": 768}) == 768  # what cobb_train records
 
 
 def test_model_cards_say_what_the_model_is(demo_weights):
@@ -334,44 +338,25 @@ def test_examples_are_small_and_cover_each_case():
         assert img.ndim == 2 and 0 <= img.min() and img.max() <= 1
 
 
-def test_ensure_weights_order(tmp_path, demo_weights, monkeypatch):
-    """Existing weights are used as they are; else the Hub repository; else the quick profile is trained."""
-    import shutil
-
+def test_find_weights_never_trains(tmp_path, demo_weights, monkeypatch):
+    """Inference finds weights in a folder (or on the Hub, tests/test_hub.py) and otherwise says there are none."""
     from spinebench import predict as sp
 
-    assert sp.ensure_weights(demo_weights) == demo_weights
-    calls = []
-
-    def fake_download(repo_id, revision, local_dir, allow_patterns):
-        calls.append(repo_id)
-        Path(local_dir).mkdir(parents=True, exist_ok=True)
-        for f in ("manifest.json", "cls_squeezenet1_1.pt"):
-            shutil.copy(demo_weights / f, Path(local_dir) / f)
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    hub_dir = tmp_path / "hub"
-    assert sp.ensure_weights(hub_dir, hub_repo="someone/spinebench-weights") == hub_dir
-    assert calls == ["someone/spinebench-weights"] and "cls_squeezenet1_1" in sp.trained_models(hub_dir)
-
-    trained = []
-
-    def fake_run_all(**kw):
-        trained.append(kw)
-        shutil.copy(demo_weights / "manifest.json", Path(kw["weights_dir"]) / "manifest.json")
-        shutil.copy(demo_weights / "cls_squeezenet1_1.pt", Path(kw["weights_dir"]) / "cls_squeezenet1_1.pt")
-        return tmp_path
-
-    import spinebench.engine.runner as runner
-
-    monkeypatch.setattr(runner, "run_all", fake_run_all)
     monkeypatch.delenv(sp.WEIGHTS_REPO_ENV, raising=False)
-    new_dir = tmp_path / "fresh"
-    new_dir.mkdir()
-    assert sp.ensure_weights(new_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs") == new_dir
-    assert trained and trained[0]["profile"] == "quick" and trained[0]["progress"] is True
+    assert sp.find_weights(demo_weights) == demo_weights
+    assert sp.find_weights(tmp_path / "empty") is None
+    with pytest.raises(SpinebenchError, match="bad Hub weights"):
+        sp.find_weights(tmp_path / "empty", hub_repo="not a repo")
+
+
+def test_inference_does_not_import_training_orchestration():
+    import subprocess
+    import sys
+
+    code = ("import sys, spinebench.predict, spinebench.measure, spinebench.hub, spinebench.weights; "
+            "print([m for m in ('spinebench.engine.runner', 'spinebench.engine.cobb_train') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_predictor_refuses_an_empty_weights_folder(tmp_path):
