@@ -176,3 +176,26 @@ def test_leaderboard_reads_results_and_filters_by_data(app_module, tmp_path, mon
 def test_examples_are_offered(app_module):
     assert len(app_module.EXAMPLES) >= 5
     assert all(Path(p).parent == EXAMPLES for p, _ in app_module.EXAMPLES)
+
+
+def test_ensure_weights_uses_existing_then_trains(app_module, tmp_path, monkeypatch):
+    """The demo's weights: existing ones as they are (the Hub: tests/test_hub.py); else it trains the quick
+    profile itself. Training on demand lives in app.py, not in the library's inference side."""
+    import spinebench.engine.runner as runner
+
+    weights = app_module.WEIGHTS_DIR
+    assert app_module.ensure_weights(weights) == weights
+    trained = []
+
+    def fake_run_all(**kw):  # the real run is tested in test_engine.py; here: what the app asks for
+        trained.append(kw)
+        for f in ("manifest.json", "cls_squeezenet1_1.pt"):
+            shutil.copy(Path(weights) / f, Path(kw["weights_dir"]) / f)
+        return tmp_path
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    monkeypatch.delenv(app_module.sp.WEIGHTS_REPO_ENV, raising=False)
+    new_dir = tmp_path / "fresh"
+    new_dir.mkdir()
+    out = app_module.ensure_weights(new_dir, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    assert out == new_dir and trained and trained[0]["profile"] == "quick" and trained[0]["progress"] is True
