@@ -105,7 +105,7 @@ def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) ->
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from spinebench import DISCLAIMER
-    from spinebench.predict.cards import data_label, model_card
+    from spinebench.predict.cards import data_label, model_card, pretrained_text
 
     results = [EvalResult(task_type="image-classification" if r.task != "detection" else "object-detection",
                           task_name=f"{r.model} ({r.task})", dataset_type=data_label(r.data),
@@ -122,7 +122,7 @@ def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) ->
             f"model, weights = sb.load_trained({records[0].model!r}, weights=\"hf://{repo_id or 'user/name'}\")",
             "```", "", "| model | task | data | data kind | ImageNet weights | metrics |",
             "| --- | --- | --- | --- | --- | --- |"]
-    body += [f"| {r.model} | {r.task} | {data_label(r.data)} | {r.data_kind} | {_pretrained_text(r.pretrained)} | "
+    body += [f"| {r.model} | {r.task} | {data_label(r.data)} | {r.data_kind} | {pretrained_text(r.pretrained)} | "
              f"{len(r.metrics)} |" for r in records]
     for r in records:
         body += ["", model_card(r.model, r), "", "All test metrics of this model:", "",
@@ -131,12 +131,6 @@ def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) ->
              "triage or any clinical decision; trained on small, largely synthetic data."]
     card = ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body) + "\n")
     return str(card)
-
-
-def _pretrained_text(p) -> str:
-    if isinstance(p, str):
-        return p
-    return "yes" if p else "no (random init)"
 
 
 def push_weights(weights_dir: str | os.PathLike, repo_id: str, *, revision: str | None = None,

@@ -161,3 +161,20 @@ def test_bad_hub_input_is_one_clear_error(weights, hf_cache, tmp_path):
     with pytest.raises(SpinebenchError, match="does not match its sha256"):
         sb.load_trained("cls_squeezenet1_1", weights=str(changed))
     assert json.loads((changed / "manifest.json").read_text())["cls_densenet121"]["schema"] == 2
+
+
+def test_weights_cli_errors_are_one_line(tmp_path, weights):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN="hf_not_a_token")
+    for args, msg in [(["push", str(tmp_path / "none"), "--repo", REPO, "--dry-run", "--out", str(tmp_path / "o")],
+                       "no trained weights"),
+                      (["push", str(weights), "--repo", "not/a/repo", "--dry-run", "--out", str(tmp_path / "o")],
+                       "bad Hub weights"),
+                      (["push", str(weights), "--repo", REPO, "--dry-run"], "needs --out"),
+                      (["push", str(weights), "--repo", REPO], "cannot push to")]:  # offline: no upload possible
+        r = subprocess.run([sys.executable, "-m", "spinebench", "weights", *args], capture_output=True, text=True,
+                           env=env)
+        assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)

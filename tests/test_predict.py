@@ -96,7 +96,7 @@ def test_analyze_gives_one_entry_per_model(predictor):
 
 
 def test_probabilities_equal_the_training_pipeline(predictor):
-    """What predict.py feeds each model is what training/evaluation fed it: same downscale, same transform."""
+    """What the predictor feeds each model is what training/evaluation fed it: same downscale, same transform."""
     from spinebench.data.dataset import SpineDataset
     from spinebench.data.records import make_record
     from spinebench.engine.train import predict, transforms_for
@@ -407,3 +407,18 @@ def test_cobb_model_is_shown_when_trained(demo_weights, tmp_path):
     assert a.images[cobb[0]].ndim == 3
     assert any("Cobb" in str(row[4]) for row in summary_rows(a.result))
     json.dumps(a.result)
+
+
+def test_record_preprocess_is_the_dataset_pipeline(predictor):
+    """``TrainedWeights.preprocess`` (the demo, measure, batch) gives what the dataset + eval transform give."""
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.data.records import make_record
+    from spinebench.io import load_image
+
+    path = example("scoliosis")
+    img, _ = load_image(path)
+    rec = make_record(image_id="x", patient_id="p", source="test", path=path)
+    for name, lm in predictor.models.items():
+        ds = SpineDataset([rec], max_side=lm.record.cache_side, workers=1)
+        ref = ds.with_transform(lm.record.transform())[0]["image"]
+        assert torch.equal(lm.record.preprocess(img), ref.float()), name

@@ -17,6 +17,13 @@ def data_label(spec: str) -> str:
     return " ".join(s.split("=", 1)[0] for s in str(spec).split()) or "unknown"
 
 
+def pretrained_text(pretrained: bool | str) -> str:
+    """What was really loaded before training, for people: the source's name, or yes / no (random init)."""
+    if isinstance(pretrained, str):
+        return pretrained
+    return "yes" if pretrained else "no (random init)"
+
+
 def model_card(name: str, record: TrainedWeights | None = None) -> str:
     """Markdown card of one model: architecture, parameters, training data, ImageNet weights, metrics, intended use.
 
@@ -30,10 +37,8 @@ def model_card(name: str, record: TrainedWeights | None = None) -> str:
              f"- **Parameters:** {info['params_m']:.2f} M",
              f"- **Input size:** {'x'.join(str(v) for v in (size or info['input_size']))}"]
     if record is not None:
-        pretrained = record.pretrained if isinstance(record.pretrained, str) else \
-            "yes" if record.pretrained else "no (random init)"
         lines += [f"- **Training data:** {data_label(record.data)} ({record.data_kind})",
-                  f"- **ImageNet/COCO weights used:** {pretrained}"]
+                  f"- **ImageNet/COCO weights used:** {pretrained_text(record.pretrained)}"]
         if record.thresholds:
             t = record.decision_thresholds()
             lines.append(f"- **Decision thresholds (chosen on validation):** implant {t[0]:.3f}, scoliosis {t[1]:.3f}")
