@@ -72,8 +72,10 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- push
-def build_hub_folder(weights_dir: str | os.PathLike, out: str | os.PathLike, repo_id: str | None = None) -> Path:
-    """Write the upload folder of ``weights_dir`` into ``out``: safetensors, manifest, model card, leaderboard."""
+def build_hub_folder(weights_dir: str | os.PathLike, out: str | os.PathLike, repo_id: str | None = None,
+                     leaderboard: str | os.PathLike | None = None) -> Path:
+    """Write the upload folder of ``weights_dir`` into ``out``: safetensors, manifest, model card, and the
+    leaderboard the demo shows (``leaderboard``, default ``weights_dir/leaderboard.csv`` when there)."""
     from safetensors.torch import save_file
 
     weights_dir, out = Path(weights_dir), Path(out)
@@ -93,7 +95,9 @@ def build_hub_folder(weights_dir: str | os.PathLike, out: str | os.PathLike, rep
         hub.folder = out
         write_record(out, hub)
         pushed.append(hub)
-    board = weights_dir / "leaderboard.csv"
+    board = Path(leaderboard) if leaderboard else weights_dir / "leaderboard.csv"
+    if leaderboard and not board.is_file():
+        raise SpinebenchError(f"leaderboard {board} does not exist")
     if board.is_file():
         shutil.copy(board, out / "leaderboard.csv")
     (out / "README.md").write_text(hub_model_card(pushed, repo_id), encoding="utf-8")
@@ -135,7 +139,7 @@ def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) ->
 
 def push_weights(weights_dir: str | os.PathLike, repo_id: str, *, revision: str | None = None,
                  out: str | os.PathLike | None = None, dry_run: bool = False, private: bool = False,
-                 token: str | None = None) -> str:
+                 token: str | None = None, leaderboard: str | os.PathLike | None = None) -> str:
     """Build the upload folder (into ``out``, else a temporary one) and upload it to ``repo_id``.
 
     ``dry_run`` builds the folder only (offline). Returns the folder (dry run) or the commit URL.
@@ -145,7 +149,7 @@ def push_weights(weights_dir: str | os.PathLike, repo_id: str, *, revision: str 
         raise SpinebenchError("--dry-run needs --out FOLDER to write the upload folder into")
     tmp = None if out else tempfile.TemporaryDirectory(prefix="spinebench-push-")
     try:
-        folder = build_hub_folder(weights_dir, out or tmp.name, repo_id)
+        folder = build_hub_folder(weights_dir, out or tmp.name, repo_id, leaderboard=leaderboard)
         if dry_run:
             return str(folder)
         from huggingface_hub import HfApi
@@ -169,7 +173,7 @@ def push_weights(weights_dir: str | os.PathLike, repo_id: str, *, revision: str 
 # ---------------------------------------------------------------------------------------------------- CLI
 def cmd_weights_push(args) -> int:
     result = push_weights(args.dir, args.repo, revision=args.revision, out=args.out, dry_run=args.dry_run,
-                          private=args.private)
+                          private=args.private, leaderboard=args.leaderboard)
     print(f"upload folder written to {result} (not uploaded: --dry-run)" if args.dry_run else f"pushed: {result}")
     return 0
 
@@ -186,5 +190,7 @@ def add_weights_command(sub) -> None:
     push.add_argument("--out", metavar="FOLDER", help="write the upload folder here (kept)")
     push.add_argument("--dry-run", action="store_true", help="only build the upload folder (needs --out)")
     push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--leaderboard", metavar="CSV", help="leaderboard the demo shows beside the weights "
+                                                           "(e.g. results/leaderboard.csv; default DIR/leaderboard.csv)")
     push.set_defaults(func=cmd_weights_push)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

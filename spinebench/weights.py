@@ -187,7 +187,9 @@ class TrainedWeights:
         path = self.path
         if not path.is_file():
             raise SpinebenchError(f"{path} is listed in {path.parent / MANIFEST} but missing")
-        if self.sha256 and sha256_file(path) != self.sha256:
+        if not self.sha256:
+            raise SpinebenchError(f"{path} has no sha256 in {MANIFEST}: refusing to load an unchecked file")
+        if sha256_file(path) != self.sha256:
             raise SpinebenchError(f"{path} does not match its sha256 in {MANIFEST}: refusing to load a changed file")
         try:
             if path.suffix == ".safetensors":

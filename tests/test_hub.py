@@ -48,7 +48,10 @@ def upload(weights, tmp_path_factory) -> Path:
     from spinebench.cli import main
 
     out = tmp_path_factory.mktemp("upload")
-    assert main(["weights", "push", str(weights), "--repo", REPO, "--dry-run", "--out", str(out)]) == 0
+    board = tmp_path_factory.mktemp("results") / "leaderboard.csv"
+    board.write_text("model,accuracy\ncls_squeezenet1_1,0.5\n")
+    assert main(["weights", "push", str(weights), "--repo", REPO, "--dry-run", "--out", str(out),
+                 "--leaderboard", str(board)]) == 0
     return out
 
 
@@ -78,7 +81,8 @@ def test_push_folder_has_safetensors_manifest_and_card(weights, upload):
     from spinebench.weights import SCHEMA_VERSION, read_records, sha256_file
 
     files = sorted(p.name for p in upload.iterdir())
-    assert files == ["README.md", "cls_densenet121.safetensors", "cls_squeezenet1_1.safetensors", "manifest.json"]
+    assert files == ["README.md", "cls_densenet121.safetensors", "cls_squeezenet1_1.safetensors", "leaderboard.csv",
+                     "manifest.json"]
     local, hub = read_records(weights), read_records(upload)
     for name, rec in hub.items():
         assert rec.file == f"{name}.safetensors" and rec.sha256 == sha256_file(upload / rec.file)
@@ -134,7 +138,9 @@ def test_predictor_and_demo_read_the_hub(weights, hf_cache, monkeypatch, tmp_pat
     found = sp.find_weights(tmp_path / "no-local-weights")  # what the demo's main() does first
     assert found is not None and (found / "manifest.json").is_file() and str(hf_cache) in str(found)
     example = str(Path(sp.__file__).parent.parent / "assets" / "examples" / "03_implant.png")
-    a = Predictor(found, heatmaps=False, optimize=False, lanes=1).analyze(example, draw=False).result
+    hub = Predictor(f"hf://{REPO}@v1", heatmaps=False, optimize=False, lanes=1)
+    assert hub.weights_dir == found
+    a = hub.analyze(example, draw=False).result
     b = Predictor(weights, heatmaps=False, optimize=False, lanes=1).analyze(example, draw=False).result
     for name in b["models"]:
         for f in ("implant", "scoliosis"):
@@ -178,3 +184,22 @@ def test_weights_cli_errors_are_one_line(tmp_path, weights):
         r = subprocess.run([sys.executable, "-m", "spinebench", "weights", *args], capture_output=True, text=True,
                            env=env)
         assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_an_old_manifest_file_loads(weights, tmp_path):
+    """A manifest written before the record (no schema; cobb_train's and runner's old keys) is read as is."""
+    import spinebench as sb
+    from spinebench.weights import read_records, sha256_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(weights / "cls_squeezenet1_1.pt", old)
+    (old / "manifest.json").write_text(json.dumps({"cls_squeezenet1_1": {
+        "file": "cls_squeezenet1_1.pt", "sha256": sha256_file(old / "cls_squeezenet1_1.pt"),
+        "data": ["synth"], "test_metrics": {"smape": 12.5}, "max_side": 512, "thresholds": [0.3, 0.7],
+        "image_size": [64, 64], "pretrained": True, "best_epoch": 3, "saved": "2025-01-01T00:00:00+00:00"}}))
+    rec = read_records(old)["cls_squeezenet1_1"]
+    assert (rec.cache_side, rec.data, rec.metrics, rec.pretrained) == (512, "synth", {"smape": 12.5}, True)
+    assert rec.extra == {"best_epoch": 3} and rec.task == "classification"
+    model, rec = sb.load_trained("cls_squeezenet1_1", weights=old)
+    assert model.pretrained_loaded is True and rec.decision_thresholds() == (0.3, 0.7)
