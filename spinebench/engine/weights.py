@@ -14,9 +14,15 @@ from spinebench.weights import MANIFEST, TrainedWeights, get_record, read_record
 __all__ = ["MANIFEST", "sha256_file", "read_weights_manifest", "save_weights", "trained_models", "load_weights"]
 
 
+def _entry(record: TrainedWeights) -> dict:
+    """A record as the plain dict callers of these adapters read; fields not known (None) are left out, as the
+    older writers left them out (``entry.get(key, default)`` keeps working)."""
+    return {k: v for k, v in record.to_entry().items() if v is not None}
+
+
 def read_weights_manifest(weights_dir: str | os.PathLike) -> dict:
     """Every manifest entry as a plain dict of the current schema (older entries adapted)."""
-    return {n: r.to_entry() for n, r in read_records(weights_dir).items()}
+    return {n: _entry(r) for n, r in read_records(weights_dir).items()}
 
 
 def save_weights(model, weights_dir: str | os.PathLike, *, meta: dict) -> Path:
@@ -35,4 +41,4 @@ def load_weights(name: str, weights_dir: str | os.PathLike, device="cpu"):
     Raises SpinebenchError when the model is not in the manifest, the file is missing, or its sha256 differs.
     """
     rec = get_record(name, weights_dir)
-    return rec.load(device), rec.to_entry()
+    return rec.load(device), _entry(rec)
