@@ -104,6 +104,11 @@ def build_hub_folder(weights_dir: str | os.PathLike, out: str | os.PathLike, rep
     return out
 
 
+#: The Hub's task type of each spinebench task (model-index).
+_HUB_TASKS = {"classification": "image-classification", "detection": "object-detection",
+              "cobb": "keypoint-detection"}
+
+
 def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) -> str:
     """The Hub model card: ``model-index`` with every test metric of every model, then one section per model."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -111,7 +116,7 @@ def hub_model_card(records: list[TrainedWeights], repo_id: str | None = None) ->
     from spinebench import DISCLAIMER
     from spinebench.predict.cards import data_label, model_card, pretrained_text
 
-    results = [EvalResult(task_type="image-classification" if r.task != "detection" else "object-detection",
+    results = [EvalResult(task_type=_HUB_TASKS.get(r.task, "other"),
                           task_name=f"{r.model} ({r.task})", dataset_type=data_label(r.data),
                           dataset_name=f"{data_label(r.data)} ({r.data_kind})", dataset_split="test",
                           metric_type=k, metric_name=k, metric_value=v)

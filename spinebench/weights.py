@@ -133,7 +133,10 @@ class TrainedWeights:
         if not task:
             from spinebench.models import model_info
 
-            task = model_info(name)["task"]
+            try:
+                task = model_info(name)["task"]
+            except SpinebenchError:  # a model this version does not know: readable, skipped by its users
+                task = "unknown"
         cache_side = profile_cache_side(e)  # cache_side, cobb_train's max_side, or the run id's profile
         e.pop("max_side", None)
         e.pop("model", None)

@@ -203,3 +203,17 @@ def test_an_old_manifest_file_loads(weights, tmp_path):
     assert rec.extra == {"best_epoch": 3} and rec.task == "classification"
     model, rec = sb.load_trained("cls_squeezenet1_1", weights=old)
     assert model.pretrained_loaded is True and rec.decision_thresholds() == (0.3, 0.7)
+
+
+def test_a_model_this_version_does_not_know_is_skipped(weights, tmp_path):
+    from spinebench.predict import Predictor
+    from spinebench.weights import read_records
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(weights, mixed)
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    manifest["cls_from_the_future"] = dict(manifest["cls_squeezenet1_1"], model="cls_from_the_future", task=None)
+    (mixed / "manifest.json").write_text(json.dumps(manifest))
+    assert read_records(mixed)["cls_from_the_future"].task == "unknown"
+    pred = Predictor(mixed, heatmaps=False, optimize=False, lanes=1)
+    assert "cls_from_the_future" in pred.skipped and "cls_squeezenet1_1" in pred.models
