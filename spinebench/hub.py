@@ -195,7 +195,8 @@ def add_weights_command(sub) -> None:
     push.add_argument("--out", metavar="FOLDER", help="write the upload folder here (kept)")
     push.add_argument("--dry-run", action="store_true", help="only build the upload folder (needs --out)")
     push.add_argument("--private", action="store_true", help="create the repository private")
-    push.add_argument("--leaderboard", metavar="CSV", help="leaderboard the demo shows beside the weights "
-                                                           "(e.g. results/leaderboard.csv; default DIR/leaderboard.csv)")
+    push.add_argument("--leaderboard", metavar="CSV",
+                      help="leaderboard the demo shows beside the weights (e.g. results/leaderboard.csv; default "
+                           "DIR/leaderboard.csv)")
     push.set_defaults(func=cmd_weights_push)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -7,8 +7,8 @@
 
 Every image goes through :func:`spinebench.io.load_image` (the pixel contract), then exactly the preprocessing the
 model was trained with (:meth:`spinebench.weights.TrainedWeights.preprocess`: the training run's decode downscale,
-then the model's input size); the predicted corners are mapped back to the file's pixels and measured by :func:`spinebench.cobb.cobb_angles`,
-the same function that made the reference angles. The severity grade is that of the largest of the three angles.
+then the model's input size); the predicted corners are mapped back to the file's pixels and measured by
+:func:`spinebench.cobb.cobb_angles`, the same function that made the reference angles. The severity grade is that of the largest of the three angles.
 
 These are research measurements of a model trained on one public data set (AASCE 2019), not a diagnosis.
 """
