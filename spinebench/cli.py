@@ -105,7 +105,8 @@ def cmd_run_all(args) -> int:
                       out=args.out, results=args.results, weights_dir=args.weights, pretrained=args.pretrained,
                       image_size=args.image_size, split_file=args.split_file, split_mode=args.split,
                       split_seed=args.split_seed, resume=args.resume, epochs=args.epochs,
-                      progress=not args.quiet, report=not args.no_report)
+                      progress=not args.quiet, report=not args.no_report,
+                      keep_checkpoints=args.keep_checkpoints)
     lb = run_dir / "leaderboard.csv"
     print(_leaderboard_text(lb))
     print(f"run folder: {run_dir}\nleaderboard: {args.results}/leaderboard.csv\nweights: {args.weights}/")
@@ -185,6 +186,11 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--split", choices=("patient", "official"), default="patient")
     p.add_argument("--split-file", help="reuse the splits of this split file")
     p.add_argument("--no-report", action="store_true", help="skip the tables/figures report at the end")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each model's training checkpoint in the run folder (default: deleted once its "
+                        "weights are saved)")
+    p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                   help="no progress bars, warnings only (same as spinebench -q)")
     p.set_defaults(func=cmd_run_all)
 
     p = sub.add_parser("evaluate", help="score saved weights on any data without training")
@@ -282,6 +288,7 @@ _EXTRA_COMMANDS.append(_add_weights_command)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)  # `spinebench -q run-all` or `run-all --quiet`
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # third-party chatter (static figure export, HTTP clients) stays out of the user's way

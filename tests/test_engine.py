@@ -102,6 +102,11 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
     assert len(entry["thresholds"]) >= 2 and entry["pretrained"] is False
     for sub in ("config.json", "split.csv", "leaderboard.csv"):
         assert (run_dir / sub).is_file()
+    # a finished model's checkpoint is deleted once its weights are saved; the run says what it wrote
+    assert not list((run_dir / "checkpoints").glob("*.pt"))
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert summary["bytes_written"] > sum(f.stat().st_size for f in (tmp_path / "weights").glob("*.pt")) * 0.5
+    assert summary["wall_seconds"] > 0 and summary["peak_rss_mb"] > 100
     assert len(list((run_dir / "predictions").glob("*.csv"))) == len(_six())
     # the training downscale is recorded, so evaluate/predict/measure preprocess as in training
     assert {e["cache_side"] for e in manifest.values()} == {TINY.cache_side}
@@ -335,3 +340,33 @@ def test_checkpoint_stores_the_best_weights_once(tmp_path):
     state = restore_checkpoint(tmp_path / "c.pt", fresh, opt2, sched2)
     assert set(state["best_state"]) == set(best)
     assert all(torch.equal(state["best_state"][k], best[k]) for k in best)
+
+
+def test_checkpoints_are_written_by_time_and_after_the_last_epoch(tiny_data, tmp_path):
+    """With a checkpoint interval longer than the run, only the last epoch writes one; 0 writes every epoch."""
+    tr, va = _tiny_sets(tiny_data)
+    writes = []
+
+    def spy(row):
+        writes.append((tmp_path / "ck.pt").is_file())
+
+    settings = TrainSettings(epochs=3, batch_size=8, lr=1e-3, image_size=(48, 48), checkpoint_every_s=3600)
+    torch.manual_seed(0)
+    train_model(create_model("cls_squeezenet1_1", pretrained="none"), tr, va, settings=settings,
+                device=torch.device("cpu"), seed=0, checkpoint_path=tmp_path / "ck.pt", progress=False,
+                on_epoch_end=spy)
+    assert writes == [False, False, True]
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 2
+    from spinebench.engine.train import checkpoint_due
+    import time
+    assert checkpoint_due(time.perf_counter(), 0, False) and checkpoint_due(time.perf_counter(), 60, True)
+    assert not checkpoint_due(time.perf_counter(), 60, False) and checkpoint_due(time.perf_counter() - 61, 60, False)
+
+
+def test_run_all_keeps_checkpoints_when_asked(tiny_data, tmp_path):
+    from spinebench.engine.runner import run_all
+
+    run_dir = run_all(data=[tiny_data], profile=TINY, models=["cls_squeezenet1_1"], device="cpu",
+                      out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "weights",
+                      pretrained="none", progress=False, report=False, keep_checkpoints=True)
+    assert (run_dir / "checkpoints" / "cls_squeezenet1_1-s0.pt").is_file()

@@ -42,7 +42,7 @@ from spinebench.cobb import (ANGLE_NAMES, N_LANDMARKS, SEVERITY_GRADES, cobb_ang
 from spinebench.data.transforms import resize
 from spinebench.engine.device import autocast, rng_state
 from spinebench.engine.train import (_append_csv, _cpu_copy, _save_atomic, _schedule, best_for_checkpoint,
-                                     optimizer_step, restore_checkpoint)
+                                     checkpoint_due, optimizer_step, restore_checkpoint)
 from spinebench.errors import SpinebenchError
 
 log = logging.getLogger(__name__)
@@ -268,12 +268,14 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
                seed: int = 0, checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
                log_path: str | os.PathLike | None = None, progress: bool = True, weight_decay: float = 1e-4,
                warmup_epochs: float = 3.0, max_steps_per_epoch: int | None = None, val_every: int = 1,
-               time_budget_s: float | None = None, augment: dict | None = None, checkpoint_every: int = 1) -> dict:
+               time_budget_s: float | None = None, augment: dict | None = None, checkpoint_every: int = 1,
+               checkpoint_every_s: float = 0.0) -> dict:
     """Train a ``cobb`` model in place and load its best weights (lowest validation SMAPE) at the end.
 
     ``time_budget_s`` stops after the epoch that crosses it (the cosine schedule is still planned over
     ``epochs``). The checkpoint (model, optimizer, best weights: ~4x the model) is written every
-    ``checkpoint_every`` epochs and after the last one; on a GPU an epoch can take a second, a checkpoint as long.
+    ``checkpoint_every`` epochs once ``checkpoint_every_s`` seconds have passed since the last one
+    (``train.checkpoint_due``), and after the last one; on a GPU an epoch can take a second, a checkpoint as long.
     Returns {"history", "best_epoch", "best_val_smape", "epochs_run", "train_seconds"}.
     Raises NonFiniteLossError when the loss becomes NaN/inf.
     """
@@ -307,6 +309,7 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
     history: list[dict] = []
     start_epoch, best_smape, best_epoch, best_state, elapsed = 0, math.inf, -1, None, 0.0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
+    last_write = time.perf_counter()
     state = restore_checkpoint(ckpt, model, optimizer, scheduler) if resume else None
     if state is not None:
         start_epoch, best_smape, best_epoch = state["epoch"] + 1, state["best_smape"], state["best_epoch"]
@@ -355,7 +358,9 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
         history.append(row)
         if log_path:
             _append_csv(log_path, row)
-        if ckpt and ((epoch + 1) % checkpoint_every == 0 or last):
+        if ckpt and (last or ((epoch + 1) % checkpoint_every == 0 and
+                              checkpoint_due(last_write, checkpoint_every_s, False))):
+            last_write = time.perf_counter()
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_smape": best_smape,
                           "best_epoch": best_epoch,

@@ -45,16 +45,17 @@ PROFILES = {
         name="quick", cache_side=320,
         # 8 x 12 steps: validation AUROC was still rising after 5 epochs; the whole quick run stays well under 10 min
         classifier=TrainSettings(epochs=8, batch_size=16, lr=1e-3, patience=3, warmup_epochs=0.3,
-                                 image_size=(128, 128), max_steps_per_epoch=12),
+                                 image_size=(128, 128), max_steps_per_epoch=12, checkpoint_every_s=60),
         detector=TrainSettings(epochs=3, batch_size=2, lr=2e-4, patience=3, warmup_epochs=0.2,
-                               max_steps_per_epoch=10, val_every=0),
+                               max_steps_per_epoch=10, val_every=0, checkpoint_every_s=60),
         detector_kwargs={"min_size": 256, "max_size": 320},
         classifier_sizes={"cls_inception_v3": (128, 128)},
         # 3 epochs: 6 lowered the landmark error (75 -> 9 px) but not the angle error, which needs a GPU schedule
         cobb={"input_size": (384, 192), "epochs": 3, "batch_size": 8, "lr": 1e-3, "max_steps_per_epoch": 12,
-              "warmup_epochs": 0.5},
+              "warmup_epochs": 0.5, "checkpoint_every_s": 60},
         n_boot=300,
     ),
+    # quick: a checkpoint at most once a minute (and after a model's last epoch), not after every 10-12 steps
     "paper": Profile(
         name="paper", cache_side=1024,
         classifier=TrainSettings(epochs=50, batch_size=32, lr=3e-4, patience=10, warmup_epochs=1.0,

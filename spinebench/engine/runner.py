@@ -119,12 +119,16 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             results: str | os.PathLike = "results", weights_dir: str | os.PathLike = "weights",
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
-            epochs: int | None = None, progress: bool = True, report: bool = True) -> Path:
+            epochs: int | None = None, progress: bool = True, report: bool = True,
+            keep_checkpoints: bool = False) -> Path:
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     Returns the run folder. ``resume`` names an earlier run folder: its config and split are reused, finished
-    models are skipped and an interrupted model continues from its last checkpoint.
+    models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
+    deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
+    ``run_summary.json`` records the run's wall time, bytes written and peak memory.
     """
+    t_start, written_start = time.perf_counter(), _bytes_written()
     from spinebench.evaluation.results import append_rows, error_row
     from spinebench.models import list_models, model_info
 
@@ -225,6 +229,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             if dist_rank == 0:
                 metrics_path.parent.mkdir(parents=True, exist_ok=True)
                 metrics_path.write_text(json.dumps({"row": row, **extra}, indent=2, default=str))
+                if row.get("status") == "ok" and not keep_checkpoints:
+                    (run_dir / "checkpoints" / f"{tag}.pt").unlink(missing_ok=True)
             if bar:
                 bar.update(1)
     if bar:
@@ -234,8 +240,34 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         append_rows(Path(results) / "leaderboard.csv", rows)
         if report:
             _make_report(run_dir)
+        summary = {"wall_seconds": round(time.perf_counter() - t_start, 1),
+                   "bytes_written": _bytes_written() - written_start, "peak_rss_mb": _peak_rss_mb()}
+        (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("run %s: %.0f s, %.1f MB written, peak memory %.0f MB", run_id, summary["wall_seconds"],
+                 summary["bytes_written"] / 1e6, summary["peak_rss_mb"])
     _dist_done(dist_world)
     return run_dir
+
+
+def _bytes_written() -> int:
+    """Bytes this process has caused to be written to storage (Linux ``/proc/self/io``; 0 where unknown)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB)."""
+    try:
+        import resource
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return float("nan")
 
 
 def _check_schedule(prof: Profile, models: Sequence[str], epochs: int | None, image_size: int | None) -> None:

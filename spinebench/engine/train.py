@@ -51,6 +51,8 @@ class TrainSettings:
     aux_weight: float = 0.4                    # Inception-v3 auxiliary logits, as torchvision's reference
     num_workers: int = 0
     val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
+    checkpoint_every_s: float = 0.0            # write the checkpoint when this long has passed since the last one
+                                               # (and after the last epoch); 0 = after every epoch
     extra: dict = field(default_factory=dict)
 
 
@@ -191,6 +193,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
     best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
     elapsed = 0.0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
+    last_write = time.perf_counter()
     state = restore_checkpoint(ckpt, model, optimizer, scheduler) if resume else None
     if state is not None:
         start_epoch, best_loss, best_epoch = state["epoch"] + 1, state["best_loss"], state["best_epoch"]
@@ -255,7 +258,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
         if ddp_rank == 0:
             if log_path:
                 _append_csv(log_path, row)
-            if ckpt:
+            if ckpt and checkpoint_due(last_write, s.checkpoint_every_s, last or bad_epochs >= s.patience):
+                last_write = time.perf_counter()
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "epoch": epoch, "best_loss": best_loss,
                               "best_epoch": best_epoch, "bad_epochs": bad_epochs,
@@ -281,6 +285,16 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
 
 def _cpu_copy(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def checkpoint_due(last_write: float, every_s: float, final: bool) -> bool:
+    """Whether an epoch's end writes the checkpoint: after the last epoch, or once ``every_s`` seconds have passed.
+
+    Why by time: a quick CPU epoch is 10-12 steps, and a checkpoint (weights + two AdamW moments + best weights)
+    is 100-1100 MB; writing one per epoch made the quick run write over 4 GB to a slow disk. A killed run resumes
+    from the last checkpoint and replays the epochs after it to the same result (augmentation is seeded by epoch).
+    """
+    return final or every_s <= 0 or time.perf_counter() - last_write >= every_s
 
 
 def best_for_checkpoint(best_state: dict | None, best_epoch: int, epoch: int) -> dict | None:
