@@ -342,7 +342,7 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
             sums["loss"] += float(loss.detach())
             for k, v in parts.items():
                 sums[k] += v
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / steps for k, v in sums.items()},
+        row = {"epoch": epoch + 1, "images": steps * batch_size, **{f"train_{k}": v / steps for k, v in sums.items()},
                "lr": optimizer.param_groups[0]["lr"]}
         last = epoch + 1 == epochs or (time_budget_s is not None and
                                        elapsed + time.perf_counter() - t0 >= time_budget_s)

@@ -244,7 +244,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
         val = predict(model, va, device, batch_size=bs) if validate and len(va) else None
         val_loss = _bce_from_probs(val["labels"], val["probs"]) if val is not None else math.nan
         elapsed += time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+        row = {"epoch": epoch + 1, "images": n, "train_loss": train_loss, "val_loss": val_loss,
                "val_auroc_implant": _auroc(val["labels"][:, 0], val["probs"][:, 0]) if val is not None else math.nan,
                "val_auroc_scoliosis": _auroc(val["labels"][:, 1], val["probs"][:, 1]) if val is not None else math.nan,
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
