@@ -158,8 +158,10 @@ class TrainedWeights:
             if k in known:
                 setattr(rec, k, e.pop(k))
         rec.extra = extra | e  # keys of older or newer writers are kept, not lost
-        if rec.seed is not None:
-            rec.seed = int(rec.seed)
+        try:
+            rec.seed = int(rec.seed) if rec.seed not in (None, "") else None
+        except (TypeError, ValueError):
+            rec.seed = None
         return rec
 
     def to_entry(self) -> dict:
