@@ -43,13 +43,15 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         name="quick", cache_side=320,
-        # 8 x 12 steps: validation AUROC was still rising after 5 epochs; the whole quick run stays well under 10 min
+        # 8 x 12 steps: validation AUROC was still rising after 5 epochs; the whole quick run stays well under 10 min.
+        # 192 x 80 keeps a film's ~2.4:1 aspect (128 x 128 squashed it): ResNet-50, same schedule, validation
+        # loss 0.475 vs 0.517, scoliosis AUROC 0.77 vs 0.63, implant 0.92 vs 0.94, 6% fewer pixels (one seed)
         classifier=TrainSettings(epochs=8, batch_size=16, lr=1e-3, patience=3, warmup_epochs=0.3,
-                                 image_size=(128, 128), max_steps_per_epoch=12, checkpoint_every_s=60),
+                                 image_size=(192, 80), max_steps_per_epoch=12, checkpoint_every_s=60),
         detector=TrainSettings(epochs=3, batch_size=2, lr=2e-4, patience=3, warmup_epochs=0.2,
                                max_steps_per_epoch=10, val_every=0, checkpoint_every_s=60),
         detector_kwargs={"min_size": 256, "max_size": 320},
-        classifier_sizes={"cls_inception_v3": (128, 128)},
+        classifier_sizes={"cls_inception_v3": (192, 80)},
         # 3 epochs: 6 lowered the landmark error (75 -> 9 px) but not the angle error, which needs a GPU schedule
         cobb={"input_size": (384, 192), "epochs": 3, "batch_size": 8, "lr": 1e-3, "max_steps_per_epoch": 12,
               "warmup_epochs": 0.5, "checkpoint_every_s": 60},
