@@ -92,8 +92,8 @@ def forward_gflops(name: str, task: str, hw: tuple[int, int], model_kwargs: dict
 
 def _one(name: str, data: list[str], profile: str, device: str, work: str) -> dict:
     """Train and score one model with run_all in this (fresh) process; its row, history and run summary."""
-    from spinebench.engine.profiles import get_profile
     from spinebench.engine.runner import run_all
+    from spinebench.engine.weights import read_weights_manifest
 
     logging.basicConfig(level=logging.WARNING)
     run_dir = run_all(data=data, profile=profile, models=[name], device=device, out=Path(work) / "runs",
@@ -101,10 +101,10 @@ def _one(name: str, data: list[str], profile: str, device: str, work: str) -> di
                       report=False)
     metrics = json.loads((run_dir / "metrics" / f"{name}-s0.json").read_text())
     summary = json.loads((run_dir / "run_summary.json").read_text())
-    kwargs = dict(get_profile(profile).detector_kwargs) if model_info(name)["task"] == "detection" else {}
-    if model_info(name)["task"] == "cobb":
-        kwargs = {"input_size": tuple(get_profile(profile).cobb["input_size"])}
-    return {"row": metrics["row"], "history": metrics.get("history", []), "summary": summary, "kwargs": kwargs}
+    # the model as trained: the kwargs its weights record holds (detector sizes, Cobb input), not re-derived here
+    entry = read_weights_manifest(Path(work) / "weights").get(name, {})
+    return {"row": metrics["row"], "history": metrics.get("history", []), "summary": summary,
+            "kwargs": entry.get("model_kwargs") or {}}
 
 
 def bench(name: str, data: list[str], profile: str, device: str, work: str, peak: float) -> dict:

@@ -41,6 +41,7 @@ class Profile:
 
 
 PROFILES = {
+    # quick: a checkpoint at most once a minute (and after a model's last epoch), not after every 10-12 steps
     "quick": Profile(
         name="quick", cache_side=320,
         # 8 x 12 steps: validation AUROC was still rising after 5 epochs; the whole quick run stays well under 10 min.
@@ -57,7 +58,6 @@ PROFILES = {
               "warmup_epochs": 0.5, "checkpoint_every_s": 60},
         n_boot=300,
     ),
-    # quick: a checkpoint at most once a minute (and after a model's last epoch), not after every 10-12 steps
     "paper": Profile(
         name="paper", cache_side=1024,
         classifier=TrainSettings(epochs=50, batch_size=32, lr=3e-4, patience=10, warmup_epochs=1.0,
