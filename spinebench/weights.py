@@ -56,15 +56,10 @@ def data_kind(spec: str) -> str:
 
 
 def _plain(obj: Any) -> Any:
-    """JSON-plain copy (numpy scalars and arrays, tuples, paths)."""
-    def default(o):
-        if hasattr(o, "item"):
-            return o.item()
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        return str(o)
+    """JSON-plain copy (numpy scalars and arrays, tensors, tuples, paths), by the result rows' own JSON rule."""
+    from spinebench.evaluation.results import _json_default
 
-    return json.loads(json.dumps(obj, default=default))
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def _size(v) -> list[int] | None:
