@@ -357,6 +357,11 @@ def test_checkpoints_are_written_by_time_and_after_the_last_epoch(tiny_data, tmp
                 on_epoch_end=spy)
     assert writes == [False, False, True]
     assert torch.load(tmp_path / "ck.pt", weights_only=True)["epoch"] == 2
+    # run-all deletes a finished model's checkpoint, so it asks for none after the last epoch
+    train_model(create_model("cls_squeezenet1_1", pretrained="none"), tr, va,
+                settings=replace(settings, final_checkpoint=False), device=torch.device("cpu"), seed=0,
+                checkpoint_path=tmp_path / "none.pt", progress=False)
+    assert not (tmp_path / "none.pt").exists()
     from spinebench.engine.train import checkpoint_due
     import time
     assert checkpoint_due(time.perf_counter(), 0, False) and checkpoint_due(time.perf_counter(), 60, True)

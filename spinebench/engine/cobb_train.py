@@ -269,13 +269,13 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
                log_path: str | os.PathLike | None = None, progress: bool = True, weight_decay: float = 1e-4,
                warmup_epochs: float = 3.0, max_steps_per_epoch: int | None = None, val_every: int = 1,
                time_budget_s: float | None = None, augment: dict | None = None, checkpoint_every: int = 1,
-               checkpoint_every_s: float = 0.0) -> dict:
+               checkpoint_every_s: float = 0.0, final_checkpoint: bool = True) -> dict:
     """Train a ``cobb`` model in place and load its best weights (lowest validation SMAPE) at the end.
 
     ``time_budget_s`` stops after the epoch that crosses it (the cosine schedule is still planned over
     ``epochs``). The checkpoint (model, optimizer, best weights: ~4x the model) is written every
     ``checkpoint_every`` epochs once ``checkpoint_every_s`` seconds have passed since the last one
-    (``train.checkpoint_due``), and after the last one; on a GPU an epoch can take a second, a checkpoint as long.
+    (``train.checkpoint_due``), and after the last one unless ``final_checkpoint`` is off; on a GPU an epoch can take a second, a checkpoint as long.
     Returns {"history", "best_epoch", "best_val_smape", "epochs_run", "train_seconds"}.
     Raises NonFiniteLossError when the loss becomes NaN/inf.
     """
@@ -358,8 +358,8 @@ def train_cobb(model, train_ds, val_ds, *, epochs: int, batch_size: int = 8, lr:
         history.append(row)
         if log_path:
             _append_csv(log_path, row)
-        if ckpt and (last or ((epoch + 1) % checkpoint_every == 0 and
-                              checkpoint_due(last_write, checkpoint_every_s, False))):
+        if ckpt and ((last and final_checkpoint) or (not last and (epoch + 1) % checkpoint_every == 0 and
+                                                     checkpoint_due(last_write, checkpoint_every_s, False))):
             last_write = time.perf_counter()
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_smape": best_smape,

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -164,6 +165,10 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
         run_dir = Path(out) / run_id
     _check_schedule(prof, models, epochs, image_size)
+    if not keep_checkpoints:  # a finished model's checkpoint is deleted: writing one after its last epoch is waste
+        prof = replace(prof, classifier=replace(prof.classifier, final_checkpoint=False),
+                       detector=replace(prof.detector, final_checkpoint=False),
+                       cobb={**prof.cobb, "final_checkpoint": False})
 
     records = load_records(data)
     if not records:
@@ -307,7 +312,6 @@ def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epoch
     train = _with_complete_boxes(sets["train"], name) if task == "detection" else sets["train"]
     settings = prof.settings_for(name, task, len(train), image_size)
     if epochs:
-        from dataclasses import replace
         settings = replace(settings, epochs=epochs)
     tag = f"{name}-s{seed}"
     hist = train_model(model, train, sets["val"], settings=settings, device=dev, seed=seed,

@@ -53,6 +53,8 @@ class TrainSettings:
     val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
     checkpoint_every_s: float = 0.0            # write the checkpoint when this long has passed since the last one
                                                # (and after the last epoch); 0 = after every epoch
+    final_checkpoint: bool = True              # also after the last epoch (run-all turns it off when it deletes
+                                               # a finished model's checkpoint anyway)
     extra: dict = field(default_factory=dict)
 
 
@@ -258,7 +260,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset, *, settings
         if ddp_rank == 0:
             if log_path:
                 _append_csv(log_path, row)
-            if ckpt and checkpoint_due(last_write, s.checkpoint_every_s, last or bad_epochs >= s.patience):
+            final = last or bad_epochs >= s.patience
+            if ckpt and (s.final_checkpoint or not final) and checkpoint_due(last_write, s.checkpoint_every_s, final):
                 last_write = time.perf_counter()
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "epoch": epoch, "best_loss": best_loss,
