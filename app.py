@@ -139,7 +139,7 @@ def analyze_ui(file):
 def _panel_label(name: str, r: dict) -> str:
     if "error" in r:
         return f"{name}: error"
-    if r["task"] == "cobb":
+    if "largest" in r:  # a measurement (the Cobb model), not two decisions
         return f"Cobb angles ({name}): largest {r['largest']:.1f}°, {r['grade']} · {r.get('ms', 0):.0f} ms"
     return f"{name} · {r.get('ms', 0):.0f} ms"
 

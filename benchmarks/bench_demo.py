@@ -52,6 +52,7 @@ def make_weights(out: Path) -> Path:
     """Random-init weights of every classifier and detector, at the quick profile's sizes."""
     from spinebench.engine.profiles import get_profile
     from spinebench.models import create_model, list_models, model_info
+    from spinebench.tasks import get_task
 
     prof = get_profile("quick")
     torch.manual_seed(0)
@@ -59,8 +60,9 @@ def make_weights(out: Path) -> Path:
         task = model_info(name)["task"]
         if task not in ("classification", "detection"):
             continue
-        kwargs = dict(prof.detector_kwargs) if task == "detection" else {}
-        size = None if task == "detection" else list(prof.settings_for(name, task, 100).image_size)
+        settings = prof.settings_for(name, 100)
+        kwargs = get_task(task).model_kwargs(prof, settings)
+        size = list(settings.image_size) if settings.image_size else None
         save_weights(create_model(name, pretrained="none", **kwargs), out,
                      meta={"model": name, "task": task, "thresholds": [0.5, 0.5, 0.5], "image_size": size,
                            "model_kwargs": kwargs, "run_id": "bench-quick", "data": "synth", "pretrained": False})

@@ -101,12 +101,16 @@ def cmd_list_models(args) -> int:
 def cmd_run_all(args) -> int:
     from spinebench.engine.runner import run_all
 
+    overrides = {k: v for k, v in (("lr", getattr(args, "lr", None)), ("batch_size", getattr(args, "batch_size", None)),
+                                   ("time_budget_s", getattr(args, "time_budget", None)),
+                                   ("image_size", tuple(args.input_size) if getattr(args, "input_size", None) else None))
+                 if v is not None}
     run_dir = run_all(data=args.data, profile=args.profile, models=args.models, seeds=args.seeds, device=args.device,
                       out=args.out, results=args.results, weights_dir=args.weights, pretrained=args.pretrained,
                       image_size=args.image_size, split_file=args.split_file, split_mode=args.split,
                       split_seed=args.split_seed, resume=args.resume, epochs=args.epochs,
                       progress=not args.quiet, report=not args.no_report,
-                      keep_checkpoints=args.keep_checkpoints)
+                      keep_checkpoints=args.keep_checkpoints, overrides=overrides)
     lb = run_dir / "leaderboard.csv"
     print(_leaderboard_text(lb))
     print(f"run folder: {run_dir}\nleaderboard: {args.results}/leaderboard.csv\nweights: {args.weights}/")
@@ -162,15 +166,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _add_train_commands(sub) -> None:
-    p = sub.add_parser("run-all", help="train and score all six models (and the Cobb model) on the same splits; "
-                                         "write a leaderboard")
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The flags run-all and train share."""
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC",
                    help="data specs (default: synth, the embedded synthetic set)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick",
                    help="quick: ~10 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
-    p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: every one: the six and the Cobb "
-                   "model, which is skipped with a note when the data has no landmarks)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--pretrained", choices=("auto", "imagenet", "none"), default="auto",
@@ -192,6 +193,28 @@ def _add_train_commands(sub) -> None:
     p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
                    help="no progress bars, warnings only (same as spinebench -q)")
     p.set_defaults(func=cmd_run_all)
+
+
+def _add_train_commands(sub) -> None:
+    p = sub.add_parser("run-all", help="train and score all six models (and the Cobb model) on the same splits; "
+                                         "write a leaderboard")
+    _add_run_args(p)
+    p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: every one: the six and the Cobb "
+                   "model, which is skipped with a note when the data has no landmarks)")
+
+    p = sub.add_parser("train", help="train and score one registered model (the same loop, protocol and run folder "
+                                     "as run-all)",
+                       description="Train MODEL on the train split of --data, select it on validation, score it on "
+                                   "test, save its weights. Example: train cobb_vertebra_resnet34 --data "
+                                   "aasce=PATH --profile paper --device cuda")
+    p.add_argument("models", nargs=1, metavar="MODEL", help="a registered model (see list-models)")
+    _add_run_args(p)
+    p.add_argument("--lr", type=float, help="override the profile's learning rate")
+    p.add_argument("--batch-size", type=int, help="override the profile's batch size")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop training after the epoch that crosses this many seconds (best epoch kept)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="model input (classifiers and the Cobb model; the Cobb model wants multiples of 32)")
 
     p = sub.add_parser("evaluate", help="score saved weights on any data without training")
     p.add_argument("--weights", default="weights")

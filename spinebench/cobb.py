@@ -201,20 +201,22 @@ def severity_grade(angle: float) -> str:
     return grade
 
 
-def smape(pred: ArrayLike, true: ArrayLike) -> float:
-    """AASCE symmetric mean absolute percentage error (in %) over images of 3 angles each.
-
-    Per image: sum over the three angles of |pred - true| divided by the sum over them of (pred + true); the
-    mean over images, times 100. An image whose angles are all zero in both counts as 0.
-    """
+def smape_per_image(pred: ArrayLike, true: ArrayLike) -> np.ndarray:
+    """Per image (N,): the sum over the three angles of |pred - true| over the sum of (pred + true); an image whose
+    angles are all zero in both gives 0. :func:`smape` is its mean in %; bootstrap CIs resample it."""
     p = np.atleast_2d(np.asarray(pred, dtype=np.float64))
     t = np.atleast_2d(np.asarray(true, dtype=np.float64))
     if p.shape != t.shape:
         raise ValueError(f"pred and true differ in shape: {p.shape} vs {t.shape}")
     num = np.abs(p - t).sum(axis=1)
     den = (p + t).sum(axis=1)
-    per_image = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
-    return float(per_image.mean() * 100)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def smape(pred: ArrayLike, true: ArrayLike) -> float:
+    """AASCE symmetric mean absolute percentage error (in %) over images of 3 angles each
+    (the mean of :func:`smape_per_image`, times 100)."""
+    return float(smape_per_image(pred, true).mean() * 100)
 
 
 def cobb_angles_many(landmarks: Sequence[ArrayLike], image_heights: Sequence[float] | None = None) -> np.ndarray:

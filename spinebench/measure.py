@@ -51,12 +51,12 @@ def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "c
     wdir = Path(weights_dir)
     if not wdir.is_dir():
         raise SpinebenchError(f"weights folder {wdir} does not exist (train a Cobb model first: "
-                              "python -m spinebench.engine.cobb_train --data aasce=PATH --out weights/)")
+                              "python -m spinebench train cobb_vertebra_resnet34 --data aasce=PATH)")
     names = cobb_models(wdir)
     if model is None:
         if not names:
             raise SpinebenchError(f"no trained Cobb-angle model in {wdir} (train one: "
-                                  "python -m spinebench.engine.cobb_train --data aasce=PATH --out weights/)")
+                                  "python -m spinebench train cobb_vertebra_resnet34 --data aasce=PATH)")
         model = names[0]
     elif model not in names:
         raise SpinebenchError(f"no trained weights for {model} in {wdir}; trained Cobb models there: "

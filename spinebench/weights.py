@@ -249,15 +249,15 @@ class TrainedWeights:
         return self.model_input(self.downscale(img)[0])
 
     def transform(self):
-        """The model's evaluation item transform (``spinebench.engine.train.transforms_for``)."""
+        """The model's evaluation item transform (its task's, ``spinebench.tasks``)."""
         if getattr(self, "_transform", None) is None:
             self._transform = self._make_transform(self.build())
         return self._transform
 
     def _make_transform(self, model):
-        from spinebench.engine.train import transforms_for
+        from spinebench.tasks import get_task
 
-        return transforms_for(model, tuple(self.image_size) if self.image_size else None, train=False)
+        return get_task(model).transform(model, tuple(self.image_size) if self.image_size else None, train=False)
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self, model, weights_dir: str | os.PathLike) -> Path:

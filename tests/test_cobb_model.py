@@ -123,7 +123,7 @@ def test_canonical_landmarks_repairs_swapped_corners_and_order():
 
 
 def test_augmentation_moves_landmarks_with_the_pixels_and_keeps_corner_order():
-    from spinebench.engine.cobb_train import augment_batch
+    from spinebench.tasks.cobb import augment_batch
 
     h, w = SMALL
     lm = torch.tensor(synthetic_spine(h, w), dtype=torch.float32)[None].repeat(4, 1, 1)
@@ -168,16 +168,20 @@ def _write_spines(tmp_path, n: int, size=SMALL) -> list[dict]:
 
 def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, model):
     from spinebench.data.dataset import SpineDataset
-    from spinebench.engine.cobb_train import predict_landmarks, score_cobb, train_cobb
+    from spinebench.engine.train import TrainSettings, train_model
+    from spinebench.evaluation.cobb import score_cobb
+    from spinebench.tasks.cobb import predict_landmarks
 
     ds = SpineDataset(_write_spines(tmp_path, 4), max_side=256)
     ckpt, log = tmp_path / "ck.pt", tmp_path / "log.csv"
-    fit = train_cobb(model, ds, ds.subset([0, 1]), epochs=1, batch_size=2, lr=1e-3, device="cpu", seed=0,
-                     checkpoint_path=ckpt, log_path=log, progress=False)
+    s1 = TrainSettings(epochs=1, batch_size=2, lr=1e-3, patience=None)
+    fit = train_model(model, ds, ds.subset([0, 1]), settings=s1, device="cpu", seed=0, checkpoint_path=ckpt,
+                      log_path=log, progress=False)
     assert fit["epochs_run"] == 1 and fit["best_epoch"] == 1 and ckpt.is_file() and log.is_file()
     assert math.isfinite(fit["history"][0]["train_loss"]) and "val_smape" in fit["history"][0]
-    fit2 = train_cobb(model, ds, ds.subset([0, 1]), epochs=2, batch_size=2, lr=1e-3, device="cpu", seed=0,
-                      checkpoint_path=ckpt, resume=True, progress=False)
+    assert fit["monitor"] == "val_smape" and fit["best_score"] == fit["history"][0]["val_smape"]
+    fit2 = train_model(model, ds, ds.subset([0, 1]), settings=TrainSettings(epochs=2, batch_size=2, lr=1e-3),
+                       device="cpu", seed=0, checkpoint_path=ckpt, resume=True, progress=False)
     assert [r["epoch"] for r in fit2["history"]] == [1, 2]
     pred = predict_landmarks(model, ds, "cpu")
     assert pred.shape == (4, 68, 2) and np.isfinite(pred).all()
@@ -187,7 +191,7 @@ def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, model):
 
 
 def test_score_cobb_perfect_and_imperfect_predictions():
-    from spinebench.engine.cobb_train import score_cobb
+    from spinebench.evaluation.cobb import score_cobb
 
     lms = np.stack([synthetic_spine(1024, 512, amp=a, seed=s) for s, a in enumerate((0.01, 0.08, 0.15, 0.25))])
     angles = np.stack([cobb_angles(lm, 1024).angles for lm in lms])
@@ -261,12 +265,13 @@ def test_targets_round_trip_on_real_aasce_landmarks():
             np.testing.assert_allclose(ang, [r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]], atol=0.05)
 
 
-def test_training_cli_refuses_data_without_landmarks_on_stderr(capsys, tmp_path):
-    from spinebench.engine.cobb_train import main
+def test_train_cli_refuses_data_without_landmarks_on_stderr(capsys, tmp_path):
+    from spinebench.cli import main
 
-    assert main(["--data", "folder=tests/fixtures/folder_mini", "--epochs", "1", "--out", str(tmp_path / "w"),
-                 "-q"]) == 2
+    assert main(["-q", "train", "cobb_vertebra_resnet34", "--data", "folder=tests/fixtures/folder_mini", "--epochs",
+                 "1", "--weights", str(tmp_path / "w"), "--out", str(tmp_path / "runs"), "--results",
+                 str(tmp_path / "res")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().count("\n") == 0
-    assert "no images with vertebra landmarks" in captured.err
-    assert not (tmp_path / "w").exists()
+    assert "needs vertebra landmarks" in captured.err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "runs").exists()

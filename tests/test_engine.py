@@ -228,8 +228,8 @@ def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
     from spinebench.engine.runner import run_all
 
     synth.generate(tmp_path / "synth", n=30, seed=1, workers=1, progress=False)
-    prof = replace(TINY, cache_side=160, cobb={"input_size": (128, 64), "epochs": 1, "batch_size": 4,
-                                               "max_steps_per_epoch": 2})
+    prof = replace(TINY, cache_side=160, cobb=TrainSettings(image_size=(128, 64), epochs=1, batch_size=4,
+                                                            max_steps_per_epoch=2))
     cobb = [m for m in list_models() if model_info(m)["task"] == "cobb"]
     run_dir = run_all(data=[f"synth={tmp_path / 'synth'}"], profile=prof, models=cobb, device="cpu",
                       out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "w",
@@ -296,7 +296,7 @@ def test_images_without_the_box_of_their_finding_do_not_score_or_train_boxes(tin
     """An implant-positive film without a Lum box (AASCE's post-operative films) is left out of box training
     and of mAP: a correct detection on it would otherwise count as a false positive."""
     from spinebench.data.records import boxes_cover_findings
-    from spinebench.engine.runner import _with_complete_boxes, detection_metrics
+    from spinebench.tasks.detection import DetectionTask, detection_metrics
 
     assert boxes_cover_findings([1, 0], [1]) and boxes_cover_findings([0, 0], [])
     assert not boxes_cover_findings([1, 1], [2]) and not boxes_cover_findings([1, 0], [])
@@ -315,7 +315,7 @@ def test_images_without_the_box_of_their_finding_do_not_score_or_train_boxes(tin
     recs = assign_splits(load_records([tiny_data]), seed=0)
     recs[0] = dict(recs[0], implant=1, boxes=[])
     ds = SpineDataset(recs, max_side=96)
-    kept = _with_complete_boxes(ds, "det")
+    kept = DetectionTask().trainable(ds, "det")
     assert len(kept) == len(ds) - 1 and recs[0]["image_id"] not in {r["image_id"] for r in kept.records}
 
 
@@ -375,3 +375,38 @@ def test_run_all_keeps_checkpoints_when_asked(tiny_data, tmp_path):
                       out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "weights",
                       pretrained="none", progress=False, report=False, keep_checkpoints=True)
     assert (run_dir / "checkpoints" / "cls_squeezenet1_1-s0.pt").is_file()
+
+
+def test_train_cli_trains_one_model_with_overrides_and_a_time_budget(tiny_data, tmp_path, monkeypatch):
+    """`spinebench train MODEL` is run-all for one model: same loop, run folder and weights record; its flags
+    override the profile's settings, are recorded, and a time budget ends training after the epoch crossing it."""
+    from spinebench.cli import main
+    from spinebench.weights import read_records
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "train", "cls_squeezenet1_1", "--data", tiny_data, "--epochs", "3", "--time-budget", "0.001",
+                 "--lr", "3e-4", "--input-size", "48", "40", "--no-report", "--pretrained", "none"]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["models"] == ["cls_squeezenet1_1"]
+    assert config["overrides"] == {"lr": 3e-4, "time_budget_s": 0.001, "image_size": [48, 40], "epochs": 3}
+    with open(run_dir / "logs" / "cls_squeezenet1_1-s0.csv") as f:
+        log = list(csv.DictReader(f))
+    assert len(log) == 1 and float(log[0]["lr"]) > 0  # the budget ended it after epoch 1 of 3, validated
+    assert math.isfinite(float(log[0]["val_loss"]))
+    rec = read_records(tmp_path / "weights")["cls_squeezenet1_1"]
+    assert rec.image_size == [48, 40] and rec.pretrained is False and rec.seed == 0
+    assert rec.split_file == str(Path("runs") / run_dir.name / "split.csv") and rec.run_id == run_dir.name
+    assert rec.data_kind == "real" and rec.extra["profile"] == "quick" and rec.metrics["implant_auroc"] >= 0
+    row = read_rows(tmp_path / "results" / "leaderboard.csv")[0]
+    assert row["status"] == "ok" and row["epochs"] == 1 and row["input_size"] == "48x40"
+
+
+def test_run_all_refuses_an_unknown_training_setting(tiny_data, tmp_path):
+    from spinebench.engine.runner import run_all
+    from spinebench.errors import SpinebenchError
+
+    with pytest.raises(SpinebenchError, match="unknown training setting.*learning_rate"):
+        run_all(data=[tiny_data], profile=TINY, models=["cls_squeezenet1_1"], device="cpu", out=tmp_path / "r",
+                overrides={"learning_rate": 1.0}, progress=False, report=False)
+    assert not (tmp_path / "r").exists()

@@ -17,30 +17,26 @@ benchmark habit): a long run never dies at model five of six.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import json
 import logging
 import os
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from spinebench import FINDINGS
 from spinebench.data.dataset import SpineDataset
-from spinebench.data.records import boxes_cover_findings
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
 from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything
-from spinebench.engine.profiles import Profile, get_profile, profile_cache_side
-from spinebench.engine.train import measure_latency, predict, train_model, transforms_for
-from spinebench.engine.weights import load_weights, save_weights, trained_models
+from spinebench.engine.profiles import Profile, get_profile
+from spinebench.engine.train import TrainSettings, measure_latency, train_model
 from spinebench.errors import SpinebenchError
+from spinebench.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
 
@@ -65,54 +61,41 @@ def _split_datasets(records: list[dict], cache_side: int) -> dict[str, SpineData
     return out
 
 
-def score_predictions(model_name: str, task: str, val_pred: dict, test_pred: dict, n_boot: int, seed: int) -> dict:
-    """The shared protocol: thresholds chosen on validation, applied unchanged to test; detection mAP for detectors."""
-    from spinebench.evaluation.metrics import choose_thresholds, evaluate_image_level
+@dataclass
+class RunContext:
+    """What every model of one run shares: where it writes, what it trains on, how (instead of long signatures)."""
 
-    thresholds = choose_thresholds(val_pred["labels"], val_pred["probs"])
-    metrics = evaluate_image_level(test_pred["labels"], test_pred["probs"], test_pred["patient_ids"], thresholds,
-                                   n_boot=n_boot, seed=seed)
-    if task == "detection" and test_pred["detections"] is not None:
-        metrics.update(detection_metrics(test_pred))
-    return {"thresholds": np.asarray(thresholds).tolist(), "metrics": metrics}
+    run_id: str
+    run_dir: Path
+    data: list[str]
+    profile: Profile
+    device: torch.device
+    git_commit: str
+    counts: dict
+    pretrained: str = "auto"
+    image_size: int | None = None
+    overrides: dict = field(default_factory=dict)   # TrainSettings fields set for every model (--epochs, ...)
+    resume: bool = False
+    progress: bool = True
+    rank: int = 0
+    world: int = 1
+    weights_dir: Path = Path("weights")
 
+    @property
+    def split_file(self) -> Path:
+        return self.run_dir / "split.csv"
 
-def detection_metrics(pred: dict) -> dict:
-    """COCO mAP of a detector's predictions (``predict`` output) over the images whose boxes are complete: an
-    image with a positive finding but no box of its class cannot score boxes (``boxes_cover_findings``)."""
-    from spinebench.evaluation.detection import detection_map
+    def row_context(self, seed: int) -> dict:
+        """The result-row columns every model of the run shares."""
+        return dict(run_id=self.run_id, data=" ".join(self.data), seed=seed, device=str(self.device),
+                    precision=precision_of(self.device), git_commit=self.git_commit, split_file=str(self.split_file),
+                    n_train=self.counts["train"], n_val=self.counts["val"], n_test=self.counts["test"],
+                    pretrained_mode=self.pretrained)
 
-    keep = [i for i, t in enumerate(pred["targets"]) if boxes_cover_findings(pred["labels"][i], t["labels"].tolist())]
-    if len(keep) < len(pred["targets"]):
-        log.info("mAP over %d of %d images: the others have a positive finding without its box", len(keep),
-                 len(pred["targets"]))
-    return detection_map([pred["detections"][i] for i in keep], [pred["targets"][i] for i in keep])
-
-
-def _with_complete_boxes(ds: SpineDataset, name: str) -> SpineDataset:
-    """The images a detector can learn boxes from (see ``boxes_cover_findings``)."""
-    keep = [i for i, r in enumerate(ds.records)
-            if boxes_cover_findings([r[f] for f in FINDINGS], [b[4] for b in r.get("boxes") or []])]
-    if len(keep) < len(ds):
-        log.info("%s: %d training images left out, a positive finding without its box", name, len(ds) - len(keep))
-    return ds.subset(keep)
-
-
-def _write_predictions(path: Path, pred: dict, thresholds: Sequence[float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image_id", "patient_id"] + [f"{k}_{f}" for f in FINDINGS for k in ("true", "prob", "pred")])
-        for i, iid in enumerate(pred["image_ids"]):
-            row = [iid, pred["patient_ids"][i]]
-            for j, _ in enumerate(FINDINGS):
-                p = float(pred["probs"][i, j])
-                row += [int(pred["labels"][i, j]), f"{p:.6f}", int(p >= thresholds[j])]
-            w.writerow(row)
-
-
-def _model_kwargs(task: str, profile) -> dict:
-    return dict(profile.detector_kwargs) if task == "detection" else {}
+    def settings(self, name: str, n_train: int):
+        """Model ``name``'s TrainSettings: the profile's for its task, then the run's overrides."""
+        s = self.profile.settings_for(name, n_train, self.image_size)
+        return replace(s, **self.overrides) if self.overrides else s
 
 
 def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "quick", models: Sequence[str] | None = None,
@@ -121,10 +104,11 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
             epochs: int | None = None, progress: bool = True, report: bool = True,
-            keep_checkpoints: bool = False) -> Path:
+            keep_checkpoints: bool = False, overrides: dict | None = None) -> Path:
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
-    Returns the run folder. ``resume`` names an earlier run folder: its config and split are reused, finished
+    ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
+    ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier run folder: its config and split are reused, finished
     models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
     deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
     ``run_summary.json`` records the run's wall time, bytes written and peak memory.
@@ -148,7 +132,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         models = list(models)
     else:
         # the paper's six, plus the Cobb landmark model when the data has landmarks (checked once loaded)
-        models = [m for m in known if model_info(m)["task"] in ("classification", "detection", "cobb")]
+        models = [m for m in known if model_info(m)["task"] in TASKS]
 
     if resume:
         run_dir = Path(resume)
@@ -158,6 +142,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         cfg = json.loads(cfg_path.read_text())
         data, profile, seeds, models = cfg["data"], cfg["profile"], cfg["seeds"], cfg["models"]
         pretrained, image_size, epochs = cfg["pretrained"], cfg["image_size"], cfg.get("epochs")
+        overrides = cfg.get("overrides") or {}
         prof = get_profile(profile)
         split_file = str(run_dir / "split.csv")
         run_id = run_dir.name
@@ -165,10 +150,12 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
         run_dir = Path(out) / run_id
     _check_schedule(prof, models, epochs, image_size)
+    overrides = _check_overrides(overrides)
+    if epochs:
+        overrides = {**overrides, "epochs": epochs}
+    run_overrides = dict(overrides)  # recorded in config.json; resume re-applies them
     if not keep_checkpoints:  # a finished model's checkpoint is deleted: writing one after its last epoch is waste
-        prof = replace(prof, classifier=replace(prof.classifier, final_checkpoint=False),
-                       detector=replace(prof.detector, final_checkpoint=False),
-                       cobb={**prof.cobb, "final_checkpoint": False})
+        overrides["final_checkpoint"] = False
 
     records = load_records(data)
     if not records:
@@ -178,14 +165,12 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     else:
         assign_splits(records, seed=split_seed, mode=split_mode)
     counts = {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")}
-    if not any(r.get("landmarks") is not None for r in records):
-        cobb = [m for m in models if model_info(m)["task"] == "cobb"]
-        if cobb and len(cobb) == len(models):
-            raise SpinebenchError(f"{', '.join(cobb)} needs vertebra landmarks; no image of {' '.join(data)} has "
-                                  "them (aasce=PATH and synth do)")
-        if cobb:
-            log.info("%s skipped: no image of %s has vertebra landmarks", ", ".join(cobb), " ".join(data))
-        models = [m for m in models if m not in cobb]
+    unusable = {m: why for m in models if (why := get_task(model_info(m)["task"]).cannot_use(records))}
+    if unusable and len(unusable) == len(models):
+        raise SpinebenchError(f"{', '.join(unusable)}: {next(iter(unusable.values()))} in {' '.join(data)}")
+    for m, why in unusable.items():
+        log.info("%s skipped: %s in %s", m, why, " ".join(data))
+    models = [m for m in models if m not in unusable]
     if counts["train"] == 0 or counts["test"] == 0 or counts["val"] == 0:
         raise SpinebenchError(f"too few patients to split ({counts}); give more data")
 
@@ -197,6 +182,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             config = {"run_id": run_id, "data": list(data), "profile": profile, "models": models,
                       "seeds": list(seeds), "device": str(dev), "precision": precision_of(dev),
                       "pretrained": pretrained, "image_size": image_size, "epochs": epochs,
+                      "overrides": run_overrides,
                       "split_mode": split_mode, "split_seed": split_seed, "split_counts": counts,
                       "git_commit": commit, "torch": torch.__version__, "world_size": dist_world,
                       "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -204,6 +190,10 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     log.info("run %s: %d images (%s) on %s", run_id, len(records), counts, dev)
     sets = _split_datasets(records, prof.cache_side)
 
+    ctx = RunContext(run_id=run_id, run_dir=run_dir, data=list(data), profile=prof, device=dev, git_commit=commit,
+                     counts=counts, pretrained=pretrained, image_size=image_size, overrides=overrides,
+                     resume=bool(resume), progress=progress, rank=dist_rank, world=dist_world,
+                     weights_dir=Path(weights_dir))
     rows = []
     bar = None
     if progress and dist_rank == 0:
@@ -218,18 +208,12 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
                 if bar:
                     bar.update(1)
                 continue
-            context = dict(run_id=run_id, data=" ".join(data), seed=seed, device=str(dev),
-                           precision=precision_of(dev), git_commit=commit, split_file=str(run_dir / "split.csv"),
-                           n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
-                           pretrained_mode=pretrained)
             try:
-                row, extra = _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epochs,
-                                      bool(resume), progress, dist_rank, dist_world, context, weights_dir,
-                                      save=seed == seeds[0])
+                row, extra = _run_one(name, seed, ctx, sets, save=seed == seeds[0])
             except Exception as e:  # noqa: BLE001 - one failing model must not end the run
                 log.error("%s failed: %s", tag, e)
                 log.debug("%s", traceback.format_exc())
-                row, extra = error_row(name, e, **context), {}
+                row, extra = error_row(name, e, **ctx.row_context(seed)), {}
             rows.append(row)
             if dist_rank == 0:
                 metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,128 +271,89 @@ def _check_schedule(prof: Profile, models: Sequence[str], epochs: int | None, im
         raise SpinebenchError(f"--image-size must be a positive number of pixels (got {image_size})")
     for name in models:
         info = model_info(name)
-        if info["task"] != "classification" or not info.get("min_input_size"):
+        if not info.get("min_input_size"):  # only the classifiers have a minimum input
             continue
-        size = prof.settings_for(name, info["task"], 1, image_size).image_size
+        size = prof.settings_for(name, 1, image_size).image_size
         need = info["min_input_size"]
         if size[0] < need[0] or size[1] < need[1]:
             raise SpinebenchError(f"--image-size {image_size} is below {name}'s minimum input of {need[0]} x "
                                   f"{need[1]} pixels")
 
 
-def _run_one(name, seed, prof, sets, dev, run_dir, pretrained, image_size, epochs, resume, progress, rank, world,
-             context, weights_dir, save):
-    from spinebench.evaluation.results import make_row
+def _check_overrides(overrides: dict | None) -> dict:
+    """Refuse a TrainSettings override that does not exist (a typo would silently train the default)."""
+    known = {f.name for f in fields(TrainSettings)}
+    bad = sorted(set(overrides or {}) - known)
+    if bad:
+        raise SpinebenchError(f"unknown training setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return dict(overrides or {})
+
+
+def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset], save: bool) -> tuple[dict, dict]:
+    """Fit one model, score it on the test split by its task's protocol, write its files; (row, extra JSON)."""
+    from spinebench.evaluation.results import RESULT_COLUMNS, make_row
     from spinebench.models import create_model, model_info
 
     info = model_info(name)
-    task = info["task"]
+    task = get_task(info["task"])
     seed_everything(seed)
-    if task == "cobb":
-        return _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, resume, progress, context,
-                         weights_dir, save)
-    kwargs = _model_kwargs(task, prof)
-    model = create_model(name, pretrained=pretrained, **kwargs)
-    train = _with_complete_boxes(sets["train"], name) if task == "detection" else sets["train"]
-    settings = prof.settings_for(name, task, len(train), image_size)
-    if epochs:
-        settings = replace(settings, epochs=epochs)
+    train, val, test = task.trainable(sets["train"], name), task.scorable(sets["val"]), task.scorable(sets["test"])
+    if not len(train) or not len(val) or not len(test):
+        raise SpinebenchError(f"{name} has {len(train)}/{len(val)}/{len(test)} train/val/test images it can use "
+                              f"({task.name}); it needs some in every split")
+    settings = ctx.settings(name, len(train))
+    kwargs = task.model_kwargs(ctx.profile, settings)
+    model = create_model(name, pretrained=ctx.pretrained, **kwargs)
     tag = f"{name}-s{seed}"
-    hist = train_model(model, train, sets["val"], settings=settings, device=dev, seed=seed,
-                       checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt", resume=resume,
-                       log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, ddp_rank=rank, ddp_world=world)
-    tf = transforms_for(model, settings.image_size, train=False)
-    val_pred = hist["val_pred"] or predict(model, sets["val"].with_transform(tf), dev, batch_size=settings.batch_size)
-    test_pred = predict(model, sets["test"].with_transform(tf), dev, batch_size=settings.batch_size)
-    scored = score_predictions(name, task, val_pred, test_pred, prof.n_boot, seed)
-    latency = measure_latency(model, sets["test"], dev, settings.image_size)
-    input_size = list(settings.image_size or model.default_cfg["input_size"])
-    if task == "detection":
-        input_size = [kwargs.get("min_size", 0), kwargs.get("max_size", 0)]
-    row = make_row(**context, model=name, task=task, paper_name=info.get("paper_name", ""),
-                   pretrained=bool(model.pretrained_loaded), epochs=hist["epochs_run"],
+    fit = train_model(model, train, val, settings=settings, device=ctx.device, seed=seed,
+                      checkpoint_path=ctx.run_dir / "checkpoints" / f"{tag}.pt", resume=ctx.resume,
+                      log_path=ctx.run_dir / "logs" / f"{tag}.csv", progress=ctx.progress, ddp_rank=ctx.rank,
+                      ddp_world=ctx.world)
+    tf = task.transform(model, settings.image_size, train=False)
+    val_pred = fit["val_pred"]
+    if val_pred is None and task.thresholds:  # thresholds are chosen on validation predictions
+        val_pred = task.predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+    test_pred = task.predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+    scored = task.score(val_pred, test_pred, ctx.profile.n_boot, seed)
+    metrics = scored["metrics"]
+    input_size = task.input_size(model, settings)
+    context = ctx.row_context(seed) | {"n_test": len(test)}
+    row = make_row(**context, model=name, task=task.name, paper_name=info.get("paper_name", ""),
+                   pretrained=bool(model.pretrained_loaded), epochs=fit["epochs_run"],
                    input_size="x".join(str(int(v)) for v in input_size), params_m=round(info["params_m"], 3),
-                   train_seconds=round(hist["train_seconds"], 1), latency_ms=round(latency, 2),
-                   status="ok", **scored["metrics"])
-    if rank == 0:
-        _write_predictions(run_dir / "predictions" / f"{tag}.csv", test_pred, scored["thresholds"])
-        if save:  # weights/ keeps the first seed's model; every seed's row goes to the leaderboard
-            meta = {"model": name, "task": task, "thresholds": scored["thresholds"], "run_id": context["run_id"],
-                    "data": context["data"], "seed": seed, "pretrained": bool(model.pretrained_loaded),
-                    "input_size": input_size, "image_size": list(settings.image_size) if settings.image_size else None,
-                    "cache_side": prof.cache_side,
-                    "model_kwargs": kwargs, "metrics": {k: v for k, v in scored["metrics"].items()
-                                                        if isinstance(v, (int, float))},
-                    "git_commit": context["git_commit"], "device": context["device"],
-                    "train_loss": hist["train_loss"], "best_epoch": hist["best_epoch"]}
-            save_weights(model.cpu(), weights_dir, meta=meta)
-    return row, {"history": hist["history"], "thresholds": scored["thresholds"], "best_epoch": hist["best_epoch"],
-                 "train_loss": hist["train_loss"]}
-
-
-def _with_landmarks(ds: SpineDataset) -> SpineDataset:
-    return ds.subset([i for i, r in enumerate(ds.records) if r.get("landmarks") is not None])
-
-
-def _run_cobb(name, info, seed, prof, sets, dev, run_dir, pretrained, epochs, resume, progress, context,
-              weights_dir, save):
-    """The landmark model: trained on the images that have landmarks, scored by SMAPE, angle MAE, grades, and
-    by scoliosis (largest measured angle >= 10 degrees) on the same test split as the six."""
-    from spinebench.engine.cobb_train import score_dataset, train_cobb
-    from spinebench.evaluation.results import RESULT_COLUMNS, make_row
-    from spinebench.models import create_model
-
-    tr, va, te = (_with_landmarks(sets[s]) for s in ("train", "val", "test"))
-    if not len(tr) or not len(va) or not len(te):
-        raise SpinebenchError(f"{name} needs landmarks in every split; the data has {len(tr)}/{len(va)}/{len(te)} "
-                              "train/val/test images with landmarks")
-    cfg = dict(prof.cobb)
-    input_size = tuple(cfg.pop("input_size"))
-    if epochs:
-        cfg["epochs"] = epochs
-    kwargs = {"input_size": input_size}
-    model = create_model(name, pretrained=pretrained, **kwargs)
-    tag = f"{name}-s{seed}"
-    hist = train_cobb(model, tr, va, device=dev, seed=seed, checkpoint_path=run_dir / "checkpoints" / f"{tag}.pt",
-                      resume=resume, log_path=run_dir / "logs" / f"{tag}.csv", progress=progress, **cfg)
-    metrics = score_dataset(model, te, dev, n_boot=prof.n_boot, seed=seed)  # the same scoring as evaluate
-    latency = _cobb_latency(model, te, dev)
-    row = make_row(**context, model=name, task="cobb", paper_name=info.get("paper_name", ""),
-                   pretrained=bool(model.pretrained_loaded), epochs=hist["epochs_run"],
-                   input_size="x".join(str(v) for v in input_size), params_m=round(info["params_m"], 3),
-                   train_seconds=round(hist["train_seconds"], 1), latency_ms=round(latency, 2), status="ok",
+                   train_seconds=round(fit["train_seconds"], 1),
+                   latency_ms=round(measure_latency(model, test, ctx.device, settings.image_size), 2), status="ok",
                    **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS and k not in context})
-    if context["n_test"] != len(te):
-        row["n_test"] = len(te)
-    pa = np.asarray(metrics["pred_angles"])
-    path = run_dir / "predictions" / f"{tag}-cobb.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image_id", "patient_id", "true_pt", "true_mt", "true_tl", "pred_pt", "pred_mt", "pred_tl"])
-        for r, p in zip(te.records, pa):
-            w.writerow([r["image_id"], r["patient_id"], r["cobb_pt"], r["cobb_mt"], r["cobb_tl"], *p.tolist()])
-    if save:
-        meta = {"model": name, "task": "cobb", "thresholds": [], "run_id": context["run_id"], "data": context["data"],
-                "seed": seed, "pretrained": bool(model.pretrained_loaded), "input_size": list(input_size),
-                "image_size": None, "cache_side": prof.cache_side, "model_kwargs": kwargs,
-                "git_commit": context["git_commit"],
-                "device": context["device"], "best_epoch": hist["best_epoch"],
-                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        save_weights(model.cpu(), weights_dir, meta=meta)
-    return row, {"history": hist["history"], "best_epoch": hist["best_epoch"],
-                 "grade_confusion": metrics["grade_confusion"]}
+    if ctx.rank == 0:
+        task.write_predictions(ctx.run_dir / "predictions" / f"{tag}{task.predictions_suffix}.csv", test_pred,
+                               scored, test)
+        if save:  # weights/ keeps the first seed's model; every seed's row goes to the leaderboard
+            _save_trained(model, name, task, ctx, seed, scored, settings, input_size, kwargs, fit)
+    extra = {"history": fit["history"], "thresholds": scored["thresholds"], "best_epoch": fit["best_epoch"],
+             "train_loss": fit["train_loss"], "settings": asdict(settings)}
+    if "grade_confusion" in metrics:
+        extra["grade_confusion"] = metrics["grade_confusion"]
+    return row, extra
 
 
-@torch.inference_mode()
-def _cobb_latency(model, ds: SpineDataset, device, n: int = 4) -> float:
-    from spinebench.engine.cobb_train import predict_landmarks
+def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit) -> Path:
+    """Write the model and its :class:`~spinebench.weights.TrainedWeights` record (the one writer)."""
+    from spinebench import __version__
+    from spinebench.weights import TrainedWeights, data_kind
 
-    sub = ds.subset(range(min(n, len(ds))))
-    predict_landmarks(model, sub.subset(range(1)), device)  # warm-up
-    t0 = time.perf_counter()
-    predict_landmarks(model, sub, device, batch_size=1)
-    return (time.perf_counter() - t0) * 1000 / max(1, len(sub))
+    data = " ".join(ctx.data)
+    rec = TrainedWeights(
+        model=name, task=task.name, thresholds=[float(t) for t in scored["thresholds"]],
+        cache_side=ctx.profile.cache_side, image_size=list(settings.image_size) if settings.image_size else None,
+        input_size=[int(v) for v in input_size], model_kwargs=kwargs, data=data, data_kind=data_kind(data),
+        split_file=str(ctx.split_file), run_id=ctx.run_id, seed=seed,
+        pretrained=getattr(model, "pretrained_source", None) or bool(model.pretrained_loaded),
+        metrics={k: v for k, v in scored["metrics"].items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        spinebench_version=__version__, git_commit=ctx.git_commit,
+        extra={"device": str(ctx.device), "profile": ctx.profile.name, "best_epoch": fit["best_epoch"],
+               "train_loss": fit["train_loss"], "train_seconds": round(fit["train_seconds"], 1)})
+    return rec.save(model.cpu(), ctx.weights_dir)
 
 
 def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] = ("synth",),
@@ -417,22 +362,23 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
              n_boot: int = 1000, progress: bool = True) -> list[dict]:
     """Score saved models on any data without training (e.g. synthetic-trained models on hybrid-real images).
 
-    Thresholds are the ones chosen on the training run's validation split (from the weights manifest): nothing
+    Thresholds are the ones chosen on the training run's validation split (from the weights record): nothing
     is tuned on the data being evaluated. ``split`` = test | val | train | all picks the images scored.
-    Rows have the leaderboard's columns.
+    Each model sees the images as its record preprocesses them (the training decode downscale, then its task's
+    evaluation transform). Rows have the leaderboard's columns.
     """
-    from spinebench.evaluation.metrics import evaluate_image_level
-    from spinebench.evaluation.results import append_rows, error_row, make_row
+    from spinebench.evaluation.results import RESULT_COLUMNS, append_rows, error_row, make_row
     from spinebench.models import model_info
+    from spinebench.weights import trained_records
 
     dev = resolve_device(device)
-    available = trained_models(weights_dir)
-    if not available:
+    records_w = trained_records(weights_dir)
+    if not records_w:
         raise SpinebenchError(f"no trained models in {weights_dir}; run `python -m spinebench run-all` first")
-    names = list(models) if models else available
-    missing = [m for m in names if m not in available]
+    names = list(models) if models else list(records_w)
+    missing = [m for m in names if m not in records_w]
     if missing:
-        raise SpinebenchError(f"no weights for {', '.join(missing)} in {weights_dir} (have: {', '.join(available)})")
+        raise SpinebenchError(f"no weights for {', '.join(missing)} in {weights_dir} (have: {', '.join(records_w)})")
     records = load_records(data)
     if split_file:
         apply_split_file(records, split_file)
@@ -447,30 +393,29 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     rows = []
     for name in names:
         try:
-            model, entry = load_weights(name, weights_dir, dev)
+            rec = records_w[name]
+            model = rec.load(dev)
             info = model_info(name)
-            # the same aspect-kept downscale the model was trained on, then its own input transform
-            side = profile_cache_side(entry)
-            if side not in by_side:
-                by_side[side] = _decoded(chosen, side)
-            ds = by_side[side]
-            if info["task"] == "cobb":
-                rows.append(_evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file,
-                                           entry))
-                continue
-            size = tuple(entry["image_size"]) if entry.get("image_size") else None
-            pred = predict(model, ds.with_transform(transforms_for(model, size, train=False)), dev)
-            metrics = evaluate_image_level(pred["labels"], pred["probs"], pred["patient_ids"],
-                                           entry["thresholds"], n_boot=n_boot, seed=0)
-            if model.default_cfg["task"] == "detection":
-                metrics.update(detection_metrics(pred))
-            rows.append(make_row(run_id=run_id, model=name, task=info["task"], paper_name=info.get("paper_name", ""),
-                                 data=" ".join(data), split_file=split_file or "", n_test=len(chosen),
-                                 seed=entry.get("seed", ""), pretrained=bool(entry.get("pretrained")),
+            task = get_task(info["task"])
+            if rec.cache_side not in by_side:
+                by_side[rec.cache_side] = _decoded(chosen, rec.cache_side)
+            ds = task.scorable(by_side[rec.cache_side])
+            if not len(ds):
+                raise SpinebenchError(f"{name} ({task.name}) can score none of the chosen images")
+            size = tuple(rec.image_size) if rec.image_size else None
+            pred = task.predict(model, ds.with_transform(rec.transform()), dev)
+            # the thresholds validated in training, unchanged: nothing is tuned on the data evaluated
+            # (every recorded threshold: the any-finding one follows the per-finding ones)
+            thresholds = (list(rec.thresholds) or list(rec.decision_thresholds())) if task.thresholds else []
+            metrics = task.score_at(pred, thresholds, n_boot, 0)
+            rows.append(make_row(run_id=run_id, model=name, task=task.name, paper_name=info.get("paper_name", ""),
+                                 data=" ".join(data), split_file=split_file or "", n_test=len(ds),
+                                 seed="" if rec.seed is None else rec.seed, pretrained=bool(rec.pretrained),
                                  device=str(dev), precision=precision_of(dev), params_m=round(info["params_m"], 3),
-                                 input_size="x".join(str(v) for v in entry.get("input_size", [])),
+                                 input_size="x".join(str(v) for v in rec.input_size or []),
                                  latency_ms=round(measure_latency(model, ds, dev, size), 2),
-                                 git_commit=commit, status="ok", **metrics))
+                                 git_commit=commit, status="ok",
+                                 **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS}))
         except SpinebenchError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -479,24 +424,6 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     if out:
         append_rows(Path(out), rows)
     return rows
-
-
-def _evaluate_cobb(model, name, info, ds, dev, n_boot, commit, run_id, data, split_file, entry) -> dict:
-    """A saved landmark model on the images of ``ds`` that have landmarks (others cannot be scored)."""
-    from spinebench.engine.cobb_train import score_dataset
-    from spinebench.evaluation.results import RESULT_COLUMNS, make_row
-
-    te = _with_landmarks(ds)
-    if not len(te):
-        raise SpinebenchError(f"{name} scores Cobb angles, but none of the chosen images has landmarks")
-    metrics = score_dataset(model, te, dev, n_boot=n_boot, seed=0)
-    return make_row(run_id=run_id, model=name, task="cobb", paper_name=info.get("paper_name", ""),
-                    data=" ".join(data), split_file=split_file or "", n_test=len(te), seed=entry.get("seed", ""),
-                    pretrained=bool(entry.get("pretrained")), device=str(dev), precision=precision_of(dev),
-                    params_m=round(info["params_m"], 3),
-                    input_size="x".join(str(v) for v in entry.get("input_size", [])),
-                    latency_ms=round(_cobb_latency(model, te, dev), 2), git_commit=commit, status="ok",
-                    **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS})
 
 
 def _make_report(run_dir: Path) -> None:

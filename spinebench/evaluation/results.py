@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from spinebench import FINDINGS
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.detection import DETECTION_KEYS
 from spinebench.evaluation.metrics import IMAGE_LEVEL_KEYS
@@ -50,6 +51,18 @@ RESULT_COLUMNS: tuple[str, ...] = CONTEXT_COLUMNS + IMAGE_LEVEL_KEYS + DETECTION
 assert len(set(RESULT_COLUMNS)) == len(RESULT_COLUMNS), "duplicate result column"
 
 _MAX_ERROR_CHARS = 500
+
+# ---------------------------------------------------------------------------------------- run-folder files
+# Declared once: the runner's task objects write these files and ``spinebench.figures`` reads them.
+#: Columns of an image-level model's test predictions, ``predictions/<model>-s<seed>.csv``.
+PREDICTION_COLUMNS = ("image_id", "patient_id", *(f"{k}_{f}" for f in FINDINGS for k in ("true", "prob", "pred")))
+#: Columns of a Cobb model's test predictions, ``predictions/<model>-s<seed>-cobb.csv``: one row per test image,
+#: angles in degrees (NaN/empty where unknown), as :mod:`spinebench.cobb` computes them.
+COBB_PREDICTION_COLUMNS = ("image_id", "patient_id", "true_pt", "true_mt", "true_tl", "pred_pt", "pred_mt",
+                           "pred_tl")
+#: Columns every training log ``logs/<model>-s<seed>.csv`` has (one row per epoch; ``images``, ``lr``, ``seconds``,
+#: the task's validation keys such as ``val_loss`` or ``val_smape``, and ``train_<part>`` losses beside them).
+LOG_COLUMNS = ("epoch", "train_loss")
 
 
 def make_row(**fields: Any) -> dict:

@@ -30,18 +30,13 @@ import pandas as pd
 
 from spinebench import FINDINGS, __version__
 from spinebench.errors import SpinebenchError
+from spinebench.evaluation.results import COBB_PREDICTION_COLUMNS, LOG_COLUMNS, PREDICTION_COLUMNS
 from spinebench.figures import export, plots, tables
 from spinebench.figures.tables import DASH, model_order, num, select_rows, short_name
 from spinebench.paper import CITATION, PAPER_RESULTS, PAPER_TOTAL_IMAGES
 
 log = logging.getLogger(__name__)
 
-#: Columns of the runner's per-model predictions CSV (``predictions/<model>-s<seed>.csv``).
-PREDICTION_COLUMNS = ("image_id", "patient_id", *(f"{k}_{f}" for f in FINDINGS for k in ("true", "prob", "pred")))
-#: Columns of a Cobb model's predictions CSV, ``predictions/<model>-s<seed>-cobb.csv``: one row per test image,
-#: angles in degrees (NaN/empty where unknown), as :mod:`spinebench.cobb` computes them.
-COBB_PREDICTION_COLUMNS = ("image_id", "patient_id", "true_pt", "true_mt", "true_tl", "pred_pt", "pred_mt",
-                           "pred_tl")
 FIGURE_CAPTIONS = {
     "fig8_detection_api": "Figure 8 (paper) vs ours: the two Faster R-CNN detectors. Grey: the paper's value; blue: "
                           "ours with its 95% CI. Sensitivity/specificity are abnormal vs normal images.",
@@ -169,7 +164,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
                 problems.append(f"metrics file {m.name} is unreadable; thresholds unknown")
         lg = _seed_files(run_dir / "logs", model, seeds, ".csv")
         if lg is not None:
-            df = _read_csv(lg, ("epoch", "train_loss"), "training log", problems)
+            df = _read_csv(lg, LOG_COLUMNS, "training log", problems)
             if df is not None and len(df):
                 data.histories[model] = df
         c = _seed_files(run_dir / "predictions", model, seeds, "-cobb.csv")

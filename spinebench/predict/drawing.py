@@ -22,11 +22,9 @@ def render_model(view: np.ndarray, r: dict, extra: dict) -> np.ndarray:
     """One model's picture: boxes (detectors), Grad-CAM of both findings (classifiers), corners and Cobb lines."""
     if "error" in r:
         return caption(gray_rgb(view), r["error"])
-    if r["task"] == "classification":
-        return cam_panel(view, extra.get("cams"), r)
-    if r["task"] == "detection":
-        return draw_boxes(view, extra.get("det"), r)
-    return _cobb_overlay(view, extra)
+    from spinebench.tasks import get_task
+
+    return get_task(r["task"]).draw(view, r, extra)
 
 
 def summary_rows(result: dict) -> list[list]:
@@ -201,7 +199,7 @@ def draw_boxes(view: np.ndarray, det: dict | None, r: dict) -> np.ndarray:
     return np.asarray(im)
 
 
-def _cobb_overlay(view: np.ndarray, extra: dict) -> np.ndarray:
+def cobb_overlay(view: np.ndarray, extra: dict) -> np.ndarray:
     from spinebench.measure import render_overlay
 
     big, k = display_view(view)

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from spinebench import DISCLAIMER, FINDING_LABELS, FINDINGS, LABEL_NAMES
+from spinebench import DISCLAIMER, FINDINGS
 from spinebench.engine.device import available_cores
 from spinebench.errors import ImageLoadError, SpinebenchError
 from spinebench.gradcam import GradCAM, trace_frozen
@@ -60,9 +60,6 @@ DEMO_MAX_PIXELS = 50_000_000
 #: break the detectors' strided backbones).
 MIN_SIDE = 32
 MAX_ASPECT = 8.0
-
-_LABEL_FINDING = {label: finding for finding, label in FINDING_LABELS.items()}
-
 
 # ------------------------------------------------------------------------------------------------ model loading
 @dataclass
@@ -123,6 +120,7 @@ class Predictor:
 
         from spinebench.hub import resolve_weights
         from spinebench.models import model_info
+        from spinebench.tasks import get_task
 
         self.weights_dir = resolve_weights(weights_dir)
         self.device = torch.device(device)
@@ -152,14 +150,10 @@ class Predictor:
             rec = records[name]
             model = rec.load(self.device)
             lm = LoadedModel(name=name, task=task, model=model, record=rec,
-                             thresholds=rec.decision_thresholds() if task != "cobb" else (math.nan, math.nan))
-            example = _example_view(cache_side or rec.cache_side)
-            if task == "classification":
-                x = rec.model_input(example[0].numpy())[None].to(self.device)
-                lm.cam = GradCAM(model, optimize=optimize and self.device.type == "cpu", example=x)
-            elif task == "detection":
-                if optimize and self.device.type == "cpu":
-                    optimize_detector(model, rec.model_input(example[0].numpy()).to(self.device))
+                             thresholds=rec.decision_thresholds() if get_task(task).thresholds
+                             else (math.nan, math.nan))
+            get_task(task).prepare_inference(lm, _example_view(cache_side or rec.cache_side)[0].numpy(),
+                                             self.device, optimize)
             self.models[name] = lm
         if not self.models:
             raise SpinebenchError(f"no usable trained models in {self.weights_dir}")
@@ -169,7 +163,7 @@ class Predictor:
         self.cache_side = cache_side
         self._lock = threading.Lock()
         # first guess of each model's cost (replaced by measured times): detectors cost ~4x per parameter
-        self._cost = {n: float(model_info(n)["params_m"]) * (4.0 if m.task == "detection" else 1.0)
+        self._cost = {n: float(model_info(n)["params_m"]) * get_task(m.task).inference_cost
                       for n, m in self.models.items()}
         self._timed: set[str] = set()
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="spinebench-lane") if self.lanes > 1 \
@@ -278,49 +272,10 @@ class Predictor:
         return out
 
     def _run_one(self, lm: LoadedModel, view: np.ndarray, scale: float) -> tuple[dict, dict]:
-        base = {"task": lm.task, "paper_name": lm.paper_name}
-        if lm.task == "classification":
-            inp = lm.record.model_input(view)[None].to(self.device)
-            logits, cams = lm.cam(inp, cams=self.heatmaps)
-            probs = torch.sigmoid(logits.float())[0].cpu().numpy()  # the one sigmoid, here
-            out = dict(base, input_size=[int(s) for s in inp.shape[-2:]], **_decide(probs, lm.thresholds))
-            return out, {"cams": cams[0].cpu().numpy() if cams is not None else None}
-        if lm.task == "detection":
-            from spinebench.evaluation.metrics import image_scores_from_detections
+        from spinebench.tasks import get_task
 
-            with torch.inference_mode():
-                det = lm.model([lm.record.model_input(view).to(self.device)])[0]
-            det = {k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in det.items()}
-            probs = image_scores_from_detections([det], 1)[0]
-            boxes = []
-            for box, label, score in zip(det["boxes"].numpy(), det["labels"].numpy(), det["scores"].numpy()):
-                label = int(label)
-                if label not in LABEL_NAMES:
-                    continue
-                boxes.append({"label": LABEL_NAMES[label], "finding": _LABEL_FINDING[label],
-                              "score": round(float(score), 4),
-                              "box": [round(float(v) / scale, 1) for v in box]})
-            boxes.sort(key=lambda b: -b["score"])
-            out = dict(base, **_decide(probs, lm.thresholds), boxes=boxes[:20])
-            return out, {"det": det}
-        if lm.task == "cobb":
-            return self._run_cobb(lm, view, scale, base)
-        raise SpinebenchError(f"{lm.name}: task {lm.task!r} is not supported")
-
-    def _run_cobb(self, lm: LoadedModel, view: np.ndarray, scale: float, base: dict) -> tuple[dict, dict]:
-        """The optional 7th model: vertebra corners -> the three Cobb angles (spinebench.measure, spinebench.cobb).
-
-        Not counted in the agreement of the six: it measures, it does not give the two findings' probabilities.
-        """
-        from spinebench import SCOLIOSIS_COBB_DEG
-        from spinebench.cobb import ANGLE_NAMES
-        from spinebench.measure import measure_image, summarize
-
-        pts, res = measure_image(lm.model, view, lm.record)
-        out = dict(base, angles={k: round(float(a), 2) for k, a in zip(ANGLE_NAMES, res.angles)}, **summarize(res),
-                   scoliosis_measured=bool(res.largest[1] >= SCOLIOSIS_COBB_DEG),
-                   landmarks=np.round(pts / scale, 1).tolist())
-        return out, {"landmarks": pts, "cobb": res}
+        res, extra = get_task(lm.task).infer(lm, view, scale, self.device, self.heatmaps)
+        return {"task": lm.task, "paper_name": lm.paper_name, **res}, extra
 
     def warmup(self) -> None:
         """One full pass so that the first visitor does not pay for lazy initialisation (decoder plugins, oneDNN
@@ -374,7 +329,7 @@ def optimize_detector(model: torch.nn.Module, example: torch.Tensor) -> bool:
     return True
 
 
-def _decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
+def decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
     """Per finding: probability, the model's validated threshold, and the decision ``probability >= threshold``."""
     out = {}
     for j, finding in enumerate(FINDINGS):

@@ -1,0 +1,295 @@
+"""The Cobb-angle landmark models (task ``cobb``): 68 vertebra corners per film, selected by validation SMAPE.
+
+Why its data path differs from the image-level tasks: the targets are 68 landmarks, not labels, and every
+geometric augmentation must move them with the pixels. Each split is resized once to the model's input (H, W) and
+kept as one tensor; rotation, scale, shift, mirroring and exposure changes are then drawn per sample and applied
+to the whole batch on the training device (:func:`augment_batch`), so a GPU never waits for a data loader and a
+CPU does not resample 1-3 MP radiographs every epoch. The loop, checkpoints and selection are the shared ones
+(:func:`spinebench.engine.train.train_model`); the model kept is the one with the lowest validation SMAPE, the AASCE
+challenge's own metric, and scoring is :func:`spinebench.evaluation.cobb.score_cobb`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spinebench.cobb import N_LANDMARKS, cobb_angles_many, smape
+from spinebench.data.transforms import ClassifierTransform, resize
+from spinebench.engine.device import autocast
+from spinebench.errors import SpinebenchError
+from spinebench.evaluation.results import COBB_PREDICTION_COLUMNS
+from spinebench.tasks.base import Task, TrainData
+
+log = logging.getLogger(__name__)
+
+
+def model_input_size(model) -> tuple[int, int]:
+    return tuple(int(v) for v in model.default_cfg["input_size"])
+
+
+def stack_inputs(ds, size: tuple[int, int]) -> dict:
+    """Every item of ``ds`` resized (aspect not kept) to ``size`` = (H, W), as tensors.
+
+    Returns {"images" (N, 1, H, W) float16, "landmarks" (N, 68, 2) float32 in input pixels (NaN if unknown),
+    "to_input" (N, 2): input pixels per dataset-image pixel in x and y, "image_hw" (N, 2) the dataset images'
+    (H, W), "patient_ids", "image_ids", "cobb" (N, 3), "scale" (N,) dataset pixels per original pixel}.
+    """
+    h, w = size
+    n = len(ds)
+    images = torch.empty((n, 1, h, w), dtype=torch.float16)
+    lms = torch.full((n, N_LANDMARKS, 2), math.nan)
+    to_input = torch.empty((n, 2))
+    image_hw = torch.empty((n, 2))
+    pids, iids, cobb, scale = [], [], [], []
+    for i in range(n):
+        item = ds[i]
+        img = item["image"]
+        ih, iw = img.shape[-2:]
+        images[i] = resize(img.float(), (h, w)).to(torch.float16)
+        to_input[i] = torch.tensor([w / iw, h / ih])
+        image_hw[i] = torch.tensor([ih, iw], dtype=torch.float32)
+        lms[i] = item["landmarks"].float() * to_input[i]
+        pids.append(item["patient_id"])
+        iids.append(item["image_id"])
+        cobb.append(item["cobb"].numpy())
+        scale.append(float(item["scale"]))
+    return {"images": images, "landmarks": lms, "to_input": to_input, "image_hw": image_hw,
+            "patient_ids": pids, "image_ids": iids, "cobb": np.asarray(cobb, dtype=np.float64).reshape(-1, 3),
+            "scale": np.asarray(scale, dtype=np.float64)}
+
+
+def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Generator, *, rot_deg: float = 10.0,
+                  scale: tuple[float, float] = (0.8, 1.15), shift: float = 0.06, flip_p: float = 0.5,
+                  intensity: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine + mirror + exposure per sample; the landmarks follow the pixels.
+
+    The affine turns about the image centre, scales and shifts in pixel space (so a rotation stays a rotation
+    whatever the input's aspect); mirroring swaps each vertebra's left and right corners so the AASCE order holds.
+    The random numbers come from ``gen`` (CPU), so a batch is the same on every device.
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    rnd = torch.rand((b, 8), generator=gen)
+    ang = torch.deg2rad((rnd[:, 0] * 2 - 1) * rot_deg)
+    s = scale[0] + rnd[:, 1] * (scale[1] - scale[0])
+    tx, ty = (rnd[:, 2] * 2 - 1) * shift * w, (rnd[:, 3] * 2 - 1) * shift * h
+    flip = rnd[:, 4] < flip_p
+    cx, cy = w / 2, h / 2
+    cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
+    # forward map of points, p' = A p + t, about the centre; then mirror x
+    a = torch.zeros((b, 3, 3))
+    a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1] = cos, -sin, sin, cos
+    a[:, 0, 2] = cx + tx - (cos * cx - sin * cy)
+    a[:, 1, 2] = cy + ty - (sin * cx + cos * cy)
+    a[:, 2, 2] = 1
+    m = torch.eye(3).repeat(b, 1, 1)
+    m[flip, 0, 0], m[flip, 0, 2] = -1.0, float(w)
+    fwd = m @ a
+    # grid_sample wants output -> input in normalised coordinates (align_corners=False: u = (n + 1) * W / 2)
+    to_n = torch.tensor([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]])
+    theta = (to_n @ torch.linalg.inv(fwd) @ torch.linalg.inv(to_n))[:, :2].to(dev, images.dtype)
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    pts = torch.cat([landmarks, torch.ones_like(landmarks[..., :1])], -1) @ fwd.to(dev).transpose(1, 2)
+    pts = pts[..., :2]
+    if flip.any():
+        fl = flip.to(dev)
+        swapped = pts.reshape(b, -1, 2, 2, 2).flip(3).reshape(b, -1, 2)
+        pts = torch.where(fl[:, None, None], swapped, pts)
+    if intensity > 0:
+        gamma = torch.exp((rnd[:, 5] * 2 - 1) * 0.35 * intensity).to(dev, out.dtype)
+        contrast = (1 + (rnd[:, 6] * 2 - 1) * 0.2 * intensity).to(dev, out.dtype)
+        bright = ((rnd[:, 7] * 2 - 1) * 0.08 * intensity).to(dev, out.dtype)
+        out = out.clamp(1e-4, 1) ** gamma[:, None, None, None]
+        out = (out - 0.5) * contrast[:, None, None, None] + 0.5 + bright[:, None, None, None]
+        sigma = (torch.rand((b,), generator=gen) * 0.03 * intensity).to(dev, out.dtype)
+        # the noise field is drawn on the device (a CPU draw of B x H x W normals would stall a GPU step)
+        dev_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        noise = torch.randn(out.shape, generator=dev_gen, device=dev, dtype=out.dtype)
+        out = (out + sigma[:, None, None, None] * noise).clamp(0, 1)
+    return out, pts
+
+
+@torch.inference_mode()
+def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: bool = False) -> np.ndarray:
+    """(N, 68, 2) landmarks in the dataset images' pixels from stacked inputs."""
+    from spinebench.models.cobb_net import decode_landmarks
+
+    model.eval()
+    out = []
+    for i in range(0, len(data["images"]), batch_size):
+        x = data["images"][i:i + batch_size].to(device).float()
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            pts = decode_landmarks(model(x))[0]
+            if flip_tta:
+                w = x.shape[-1]
+                pf = decode_landmarks(model(x.flip(-1)))[0]
+                pf[..., 0] = w - pf[..., 0]
+                pf = pf.reshape(len(x), -1, 2, 2, 2).flip(3).reshape(len(x), -1, 2)
+                pts = (pts + pf) / 2
+        out.append(pts.float().cpu())
+    pts = torch.cat(out) if out else torch.zeros((0, N_LANDMARKS, 2))
+    return (pts / data["to_input"][:, None, :]).numpy().astype(np.float64)
+
+
+def predict_landmarks(model, ds, device, batch_size: int = 8, flip_tta: bool = False) -> np.ndarray:
+    """(N, 68, 2) predicted landmarks in the pixels of the dataset's images (``ds[i]["image"]``).
+
+    ``flip_tta`` also predicts the mirrored image and averages (twice the time).
+    """
+    device = torch.device(device)
+    model.to(device)
+    return _predict_stacked(model, stack_inputs(ds, model_input_size(model)), device, batch_size, flip_tta)
+
+
+class StackedData(TrainData):
+    """The training films with landmarks as two tensors on the device; batches augmented there."""
+
+    def __init__(self, data: dict, batch_size: int, seed: int, device, rank: int, world: int, augment: dict):
+        keep = torch.isfinite(data["landmarks"]).all(-1).all(-1)
+        if not bool(keep.all()):
+            log.warning("%d training images have no landmarks; left out", int((~keep).sum()))
+        self.images, self.landmarks = data["images"][keep].to(device), data["landmarks"][keep].to(device)
+        self.num_samples = len(self.images)
+        if self.num_samples == 0:
+            raise SpinebenchError("no training images with landmarks")
+        self.batch_size, self.seed, self.device, self.rank, self.world = batch_size, seed, device, rank, world
+        self.augment = dict(augment or {})
+        self.out_hw = (self.images.shape[-2] // 4, self.images.shape[-1] // 4)
+
+    def steps_per_epoch(self, world: int = 1) -> int:
+        n, bs = self.num_samples // world, self.batch_size
+        return max(1, n // bs) if n >= bs else 1
+
+    def batches(self, epoch: int) -> Iterator[dict]:
+        n, bs = self.num_samples, self.batch_size
+        gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        if n < bs:
+            perm = perm.repeat(math.ceil(bs / n))[:bs]
+        perm = perm[self.rank::self.world]
+        for step in range(self.steps_per_epoch(self.world)):
+            idx = perm[step * bs:(step + 1) * bs].to(self.device)
+            x, lm = augment_batch(self.images[idx].float(), self.landmarks[idx], gen, **self.augment)
+            yield {"image": x, "landmarks": lm}
+
+
+class CobbTask(Task):
+    name = "cobb"
+    monitor = "val_smape"
+    predictions_suffix = "-cobb"
+
+    def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
+        return profile.cobb
+
+    def model_kwargs(self, profile, settings) -> dict:
+        size = settings.image_size  # the landmark model's input is an architecture argument (its heatmap grid)
+        return {"input_size": tuple(size)} if size else {}
+
+    def cannot_use(self, records):
+        if any(r.get("landmarks") is not None for r in records):
+            return ""
+        return "needs vertebra landmarks; no image has them (aasce=PATH and synth do)"
+
+    def trainable(self, ds, name: str):
+        return self.scorable(ds)
+
+    def scorable(self, ds):
+        """The images with vertebra landmarks (the others cannot train or score a landmark model)."""
+        return ds.subset([i for i, r in enumerate(ds.records) if r.get("landmarks") is not None])
+
+    def transform(self, model, image_size, train: bool):
+        # the whole downscaled film resized to the model's input (aspect not kept), as stack_inputs does
+        return ClassifierTransform(model_input_size(model), train=False)
+
+    def input_size(self, model, settings) -> list[int]:
+        return list(model_input_size(model))
+
+    def train_data(self, model, ds, settings, device, seed, rank=0, world=1):
+        return StackedData(stack_inputs(ds, model_input_size(model)), settings.batch_size, seed, device, rank, world,
+                           settings.extra.get("augment"))
+
+    def val_data(self, model, ds, settings, device):
+        return stack_inputs(ds, model_input_size(model)) if ds is not None and len(ds) else None
+
+    def loss(self, net, batch, data, device, settings):
+        from spinebench.models.cobb_net import encode_targets, landmark_loss
+
+        x = batch["image"]
+        targets = encode_targets(batch["landmarks"], data.out_hw)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out = net(x)
+        return landmark_loss(out, targets)
+
+    def validate(self, model, val, device, settings):
+        """Validation SMAPE, angle MAE and landmark error (no bootstrap) for model selection."""
+        pred = _predict_stacked(model, val, device, settings.batch_size)
+        true = (val["landmarks"] / val["to_input"][:, None, :]).numpy()
+        pa = cobb_angles_many(pred, val["image_hw"][:, 0].tolist())
+        return ({"val_smape": smape(pa, val["cobb"]), "val_mae": float(np.abs(pa - val["cobb"]).mean()),
+                 "val_mpe_px": float(np.linalg.norm(pred - true, axis=-1).mean())}, None)
+
+    def predict(self, model, ds, device, batch_size: int = 8, progress: bool = False, flip_tta: bool = False) -> dict:
+        """Landmarks in the dataset images' pixels, with what scoring needs of the references."""
+        device = torch.device(device)
+        model.to(device)
+        data = stack_inputs(ds, model_input_size(model))
+        pred = _predict_stacked(model, data, device, batch_size, flip_tta)
+        true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
+        return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
+                "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
+                "scale": data["scale"]}
+
+    def score_at(self, pred, thresholds, n_boot, seed):
+        """SMAPE, angle errors, grades and the measured scoliosis call (no thresholds: the 10 degree rule)."""
+        from spinebench.evaluation.cobb import score_cobb
+
+        return score_cobb(pred["landmarks"], pred["true_landmarks"], pred["cobb"], pred["patient_ids"],
+                          n_boot=n_boot, seed=seed, image_heights=pred["image_heights"], scales=pred["scale"])
+
+    def forward_one(self, model, x):
+        from spinebench.models.cobb_net import decode_landmarks
+
+        return decode_landmarks(model(x[None]))
+
+    def write_predictions(self, path, pred, scored, ds) -> None:
+        pa = np.asarray(scored["metrics"]["pred_angles"])
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(COBB_PREDICTION_COLUMNS)
+            for iid, pid, t, p in zip(pred["image_ids"], pred["patient_ids"], pred["cobb"], pa):
+                w.writerow([iid, pid, *np.asarray(t).tolist(), *p.tolist()])
+
+    def infer(self, lm, view, scale, device, heatmaps):
+        """The optional 7th model: vertebra corners -> the three Cobb angles (spinebench.measure, spinebench.cobb).
+
+        Not counted in the agreement of the six: it measures, it does not give the two findings' probabilities.
+        """
+        from spinebench import SCOLIOSIS_COBB_DEG
+        from spinebench.cobb import ANGLE_NAMES
+        from spinebench.measure import measure_image, summarize
+
+        pts, res = measure_image(lm.model, view, lm.record)
+        out = dict(angles={k: round(float(a), 2) for k, a in zip(ANGLE_NAMES, res.angles)}, **summarize(res),
+                   scoliosis_measured=bool(res.largest[1] >= SCOLIOSIS_COBB_DEG),
+                   landmarks=np.round(pts / scale, 1).tolist())
+        return out, {"landmarks": pts, "cobb": res}
+
+    def draw(self, view, result, extra):
+        from spinebench.predict.drawing import cobb_overlay
+
+        return cobb_overlay(view, extra)

@@ -1,0 +1,136 @@
+"""The paper's Faster R-CNN detectors: boxes of implants (``Lum``) and of the scoliotic curve (``sco``).
+
+Image-level probabilities are the highest box score per class, so the detectors are selected and scored by the
+same image-level protocol as the classifiers; on top, COCO mAP over the test images whose boxes are complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from spinebench import FINDINGS
+from spinebench.data.records import boxes_cover_findings
+from spinebench.data.transforms import DetectorTransform
+from spinebench.engine.device import autocast
+from spinebench.tasks.image_level import ImageLevelTask
+
+log = logging.getLogger(__name__)
+
+
+def _targets(batch: dict, device) -> list[dict]:
+    return [{"boxes": b.to(device), "labels": l.to(device)} for b, l in zip(batch["boxes"], batch["box_labels"])]
+
+
+def balanced_sampler_weights(ds) -> torch.Tensor:
+    """Oversample images with boxes of a rare class (a detector cannot use a ``pos_weight``)."""
+    y = np.array([[r["implant"], r["scoliosis"]] for r in ds.records], dtype=np.float64)
+    freq = np.maximum(y.mean(0), 1e-3)
+    w = 1.0 + (y / freq).max(1)
+    return torch.tensor(w / w.sum(), dtype=torch.float64)
+
+
+def detection_metrics(pred: dict) -> dict:
+    """COCO mAP of a detector's predictions over the images whose boxes are complete: an image with a positive
+    finding but no box of its class cannot score boxes (``boxes_cover_findings``)."""
+    from spinebench.evaluation.detection import detection_map
+
+    keep = [i for i, t in enumerate(pred["targets"]) if boxes_cover_findings(pred["labels"][i], t["labels"].tolist())]
+    if len(keep) < len(pred["targets"]):
+        log.info("mAP over %d of %d images: the others have a positive finding without its box", len(keep),
+                 len(pred["targets"]))
+    return detection_map([pred["detections"][i] for i in keep], [pred["targets"][i] for i in keep])
+
+
+class DetectionTask(ImageLevelTask):
+    name = "detection"
+    fixed_shapes = False     # images keep their aspect: no channels-last, no cuDNN autotuning per shape
+    predict_batch_size = 1
+    boxes = True
+
+    def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
+        s = profile.detector
+        if profile.detector_steps:  # the paper trained the detectors for a fixed number of steps
+            per_epoch = max(1, math.ceil(n_train / s.batch_size))
+            s = replace(s, epochs=max(1, math.ceil(profile.detector_steps / per_epoch)))
+        return s
+
+    def model_kwargs(self, profile, settings) -> dict:
+        return dict(profile.detector_kwargs)
+
+    def trainable(self, ds, name: str):
+        """The images a detector can learn boxes from (see ``boxes_cover_findings``)."""
+        keep = [i for i, r in enumerate(ds.records)
+                if boxes_cover_findings([r[f] for f in FINDINGS], [b[4] for b in r.get("boxes") or []])]
+        if len(keep) < len(ds):
+            log.info("%s: %d training images left out, a positive finding without its box", name, len(ds) - len(keep))
+        return ds.subset(keep)
+
+    def transform(self, model, image_size, train: bool):
+        return DetectorTransform(train=train)
+
+    def input_size(self, model, settings) -> list[int]:
+        cfg = model.default_cfg
+        return [int(cfg.get("min_size", 0)), int(cfg.get("max_size", 0))]
+
+    def sampler_weights(self, ds):
+        return balanced_sampler_weights(ds)
+
+    def loss(self, net, batch, data, device, settings):
+        with autocast(device):
+            losses = net([im.to(device, non_blocking=True) for im in batch["image"]], _targets(batch, device))
+        return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+
+    def _infer(self, model, batch, device):
+        out = model([im.to(device) for im in batch["image"]])
+        return None, [{k: v.float().cpu() for k, v in o.items()} for o in out]
+
+    def _probs(self, probs, dets, n):
+        from spinebench.evaluation.metrics import image_scores_from_detections
+
+        return image_scores_from_detections(dets, n)
+
+    def score_at(self, pred, thresholds, n_boot, seed):
+        """The image-level metrics, plus COCO mAP over the images whose boxes are complete."""
+        return super().score_at(pred, thresholds, n_boot, seed) | detection_metrics(pred)
+
+    def forward_one(self, model, x):
+        return model([x])
+
+    inference_cost = 4.0  # per parameter, against a classifier's (region proposals and RoI heads)
+
+    def prepare_inference(self, lm, example, device, optimize):
+        if optimize and device.type == "cpu":
+            from spinebench.predict.predictor import optimize_detector
+
+            optimize_detector(lm.model, lm.record.model_input(example).to(device))
+
+    @torch.inference_mode()
+    def infer(self, lm, view, scale, device, heatmaps):
+        """Boxes (in the image's pixels, best 20) and image-level decisions from the best box per class."""
+        from spinebench import FINDING_LABELS, LABEL_NAMES
+        from spinebench.evaluation.metrics import image_scores_from_detections
+        from spinebench.predict.predictor import decide
+
+        finding_of = {label: finding for finding, label in FINDING_LABELS.items()}
+        det = lm.model([lm.record.model_input(view).to(device)])[0]
+        det = {k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in det.items()}
+        probs = image_scores_from_detections([det], 1)[0]
+        boxes = []
+        for box, label, score in zip(det["boxes"].numpy(), det["labels"].numpy(), det["scores"].numpy()):
+            label = int(label)
+            if label not in LABEL_NAMES:
+                continue
+            boxes.append({"label": LABEL_NAMES[label], "finding": finding_of[label], "score": round(float(score), 4),
+                          "box": [round(float(v) / scale, 1) for v in box]})
+        boxes.sort(key=lambda b: -b["score"])
+        return dict(**decide(probs, lm.thresholds), boxes=boxes[:20]), {"det": det}
+
+    def draw(self, view, result, extra):
+        from spinebench.predict.drawing import draw_boxes
+
+        return draw_boxes(view, extra.get("det"), result)
