@@ -224,9 +224,9 @@ class TrainedWeights:
         Exactly the dataset's cache (``spinebench.data.dataset``), float16 included; ``scale`` = view px per image
         px. Models trained at the same ``cache_side`` can share one view. ``side`` overrides it (experiments).
         """
-        from spinebench.data.dataset import _resize_keep_aspect
+        from spinebench.data.dataset import resize_keep_aspect
 
-        arr, scale = _resize_keep_aspect(img, int(side or self.cache_side))
+        arr, scale = resize_keep_aspect(img, int(side or self.cache_side))
         return arr.astype(np.float32), float(scale)
 
     def model_input(self, view: np.ndarray):

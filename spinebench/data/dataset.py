@@ -31,7 +31,7 @@ from spinebench.io import load_image
 log = logging.getLogger(__name__)
 
 
-def _resize_keep_aspect(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+def resize_keep_aspect(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     h, w = img.shape
     scale = min(1.0, max_side / max(h, w))
     if scale >= 1.0:
@@ -64,7 +64,7 @@ class SpineDataset(Dataset):
         self.epoch = 0
         if images is None:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-                images = list(ex.map(lambda r: _resize_keep_aspect(load_image(r["path"])[0], max_side),
+                images = list(ex.map(lambda r: resize_keep_aspect(load_image(r["path"])[0], max_side),
                                      self.records))
         self._images = images
 

@@ -22,7 +22,7 @@ def main(out: Path = Path(__file__).resolve().parent) -> None:
     from pydicom.uid import JPEG2000Lossless
 
     from spinebench.data import synth
-    from spinebench.data.dataset import _resize_keep_aspect
+    from spinebench.data.dataset import resize_keep_aspect
 
     found: dict[str, np.ndarray] = {}
     patient = 0
@@ -32,7 +32,7 @@ def main(out: Path = Path(__file__).resolve().parent) -> None:
             img, truth = synth.render_image(SEED, patient, view)
             kind = KINDS[(truth.implant, truth.scoliosis)]
             if kind not in found:
-                small, _ = _resize_keep_aspect(img, LONG_SIDE)
+                small, _ = resize_keep_aspect(img, LONG_SIDE)
                 found[kind] = small.astype(np.float32)
                 print(f"{kind}: synthetic patient {patient} view {view}, largest Cobb {truth.cobb.max():.0f} deg, "
                       f"hardware {truth.hardware or '-'}")
