@@ -392,7 +392,8 @@ def test_train_cli_trains_one_model_with_overrides_and_a_time_budget(tiny_data, 
     assert config["overrides"] == {"lr": 3e-4, "time_budget_s": 0.001, "image_size": [48, 40], "epochs": 3}
     with open(run_dir / "logs" / "cls_squeezenet1_1-s0.csv") as f:
         log = list(csv.DictReader(f))
-    assert len(log) == 1 and float(log[0]["lr"]) > 0  # the budget ended it after epoch 1 of 3, validated
+    # the budget ended it inside epoch 1 of 3 (one step), the rate annealed by the clock, and it was validated
+    assert len(log) == 1 and int(log[0]["images"]) == 16 and float(log[0]["lr"]) == 0
     assert math.isfinite(float(log[0]["val_loss"]))
     rec = read_records(tmp_path / "weights")["cls_squeezenet1_1"]
     assert rec.image_size == [48, 40] and rec.pretrained is False and rec.seed == 0
@@ -410,3 +411,25 @@ def test_run_all_refuses_an_unknown_training_setting(tiny_data, tmp_path):
         run_all(data=[tiny_data], profile=TINY, models=["cls_squeezenet1_1"], device="cpu", out=tmp_path / "r",
                 overrides={"learning_rate": 1.0}, progress=False, report=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_time_budget_anneals_the_learning_rate_by_the_clock():
+    """With a time budget the cosine decay follows the clock when it is further along than the steps, so a model
+    stopped by its budget ends at a low rate, not mid-schedule."""
+    from spinebench.engine.train import _schedule
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    frac = {"t": 0.0}
+    sched = _schedule(opt, total_steps=1000, warmup_steps=0, clock=lambda: frac["t"])
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0, abs=1e-4)  # step 1 of 1000, no time used
+    frac["t"] = 0.5
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5, abs=1e-3)  # half the budget: half-way down the cosine
+    frac["t"] = 1.0
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)

@@ -79,11 +79,19 @@ def predict(model, ds: SpineDataset, device, batch_size: int = 16, progress: boo
     return get_task(model).predict(model, ds, device, batch_size=batch_size, progress=progress)
 
 
-def _schedule(optimizer, total_steps: int, warmup_steps: int):
+def _schedule(optimizer, total_steps: int, warmup_steps: int, clock: Callable[[], float] | None = None):
+    """Linear warm-up, then cosine decay to 0 at ``total_steps``, or earlier by the clock.
+
+    ``clock()`` returns the fraction of the time budget used (``TrainSettings.time_budget_s``): the decay follows
+    whichever of steps and time is further along, so a model stopped by its budget has annealed its learning rate
+    by then instead of stopping at a high rate mid-schedule (budgeted training, Li et al., ICLR 2020).
+    """
     def fn(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if clock is not None:
+            t = max(t, clock())
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
@@ -121,7 +129,14 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
     steps_per_epoch = data.steps_per_epoch(ddp_world)
     if s.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, s.max_steps_per_epoch)
-    scheduler = _schedule(optimizer, s.epochs * steps_per_epoch, int(s.warmup_epochs * steps_per_epoch))
+    budget = s.time_budget_s if s.time_budget_s else math.inf
+    clock_state = {"elapsed": 0.0, "t0": time.perf_counter()}  # training seconds before this epoch; epoch start
+
+    def clock() -> float:
+        return (clock_state["elapsed"] + time.perf_counter() - clock_state["t0"]) / budget
+
+    scheduler = _schedule(optimizer, s.epochs * steps_per_epoch, int(s.warmup_epochs * steps_per_epoch),
+                          clock if s.time_budget_s else None)
     history: list[dict] = []
     start_epoch, best_score, best_epoch, bad_epochs, best_state = 0, math.inf, -1, 0, None
     best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
@@ -138,7 +153,6 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
     if ddp_world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     patience = s.patience if s.patience is not None else math.inf
-    budget = s.time_budget_s if s.time_budget_s else math.inf
 
     epoch_bar = None
     if progress and ddp_rank == 0:
@@ -155,10 +169,11 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
             log.info("%s: time budget of %.0fs reached after %d epochs", model.default_cfg["name"], budget, epoch)
             break
         t0 = time.perf_counter()
+        clock_state.update(elapsed=elapsed, t0=t0)
         net.train()
         total, n, parts_sum = 0.0, 0, {}
         for step, batch in enumerate(data.batches(epoch)):
-            if step >= steps_per_epoch:
+            if step >= steps_per_epoch or (step and clock() >= 1.0):  # the budget ends mid-epoch too
                 break
             loss, parts = task.loss(net, batch, data, device, s)
             optimizer_step(model, loss, params, optimizer, scheduler, epoch, step)
