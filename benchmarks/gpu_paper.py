@@ -174,7 +174,8 @@ def timing_rows(run_dir: Path, samples: list[tuple[float, float, float]] | None,
             prev_end = end
             row = {"model": name, "seed": seed, "task": result.get("task", ""),
                    "status": result.get("status", "unfinished") if metrics else "unfinished",
-                   "epochs": len(epochs), "train_seconds": result.get("train_seconds", round(seconds, 1) if epochs else ""),
+                   "epochs": len(epochs),
+                   "train_seconds": result.get("train_seconds", round(seconds, 1) if epochs else ""),
                    "wall_seconds": round(end - start, 1), "images": int(images) if epochs else "",
                    "images_per_s": round(images / seconds, 1) if seconds > 0 else "",
                    "cuda_peak_allocated_mb": metrics.get("cuda_peak_allocated_mb", ""),
@@ -250,6 +251,14 @@ def collect(run_dir: Path, weights_dir: Path, out: Path, summary: dict) -> None:
 
 # ---------------------------------------------------------------- the command
 
+def _smi_index(cuda_index: int) -> int:
+    """nvidia-smi's index of torch's ``cuda:N`` (they differ when CUDA_VISIBLE_DEVICES picks GPUs by number)."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible) and visible[cuda_index].isdigit():
+        return int(visible[cuda_index])
+    return cuda_index
+
+
 def _child_env(cache: str | None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     budget = args.budget or (300.0 if args.dry_run else 570.0)
     device = args.device or ("cpu" if args.dry_run else "cuda")
-    dev_index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    dev_index = _smi_index(int(device.split(":")[1]) if device.startswith("cuda:") else 0)
     work = Path(args.work or ROOT / "runs" / "gpu_paper" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     out = Path(args.out) if args.out else work / "out"
     work.mkdir(parents=True, exist_ok=True)
