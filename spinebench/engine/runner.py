@@ -6,7 +6,7 @@ Layout of a run (``runs/<run-id>/``)::
     split.csv                   image_id, patient_id, split: read by every model (and by later runs via --split-file)
     logs/<model>-s<seed>.csv    one row per epoch
     checkpoints/<model>-s<seed>.pt   written after every epoch: ``--resume RUN_DIR`` continues from it
-    metrics/<model>-s<seed>.json     the result row plus training history
+    metrics/<model>-s<seed>.json     the result row plus training history (and, on CUDA, the model's peak memory)
     predictions/<model>-s<seed>.csv  test predictions (probabilities, decisions) per image
     leaderboard.csv             this run's rows
 and appends the same rows to ``results/leaderboard.csv``; trained weights go to ``weights/``.
@@ -208,12 +208,16 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
                 if bar:
                     bar.update(1)
                 continue
+            if dev.type == "cuda":  # per-model peak: the caching allocator keeps the run's memory between models
+                torch.cuda.reset_peak_memory_stats(dev)
             try:
                 row, extra = _run_one(name, seed, ctx, sets, save=seed == seeds[0])
             except Exception as e:  # noqa: BLE001 - one failing model must not end the run
                 log.error("%s failed: %s", tag, e)
                 log.debug("%s", traceback.format_exc())
                 row, extra = error_row(name, e, **ctx.row_context(seed)), {}
+            if dev.type == "cuda":
+                extra["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
             rows.append(row)
             if dist_rank == 0:
                 metrics_path.parent.mkdir(parents=True, exist_ok=True)
