@@ -80,6 +80,8 @@ class RunContext:
     rank: int = 0
     world: int = 1
     weights_dir: Path = Path("weights")
+    #: weights (CPU) of this run's models that a later model of the run starts from (``Profile.transfer``)
+    trained: dict = field(default_factory=dict)
 
     @property
     def split_file(self) -> Path:
@@ -308,6 +310,7 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     settings = ctx.settings(name, len(train))
     kwargs = task.model_kwargs(ctx.profile, settings)
     model = create_model(name, pretrained=ctx.pretrained, **kwargs)
+    _transfer_into(model, name, ctx)
     tag = f"{name}-s{seed}"
     fit = train_model(model, train, val, settings=settings, device=ctx.device, seed=seed,
                       checkpoint_path=ctx.run_dir / "checkpoints" / f"{tag}.pt", resume=ctx.resume,
@@ -328,6 +331,8 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
                    train_seconds=round(fit["train_seconds"], 1),
                    latency_ms=round(measure_latency(model, test, ctx.device, settings.image_size), 2), status="ok",
                    **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS and k not in context})
+    if any(spec["from"] == name for spec in ctx.profile.transfer.values()):
+        ctx.trained[name] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if ctx.rank == 0:
         task.write_predictions(ctx.run_dir / "predictions" / f"{tag}{task.predictions_suffix}.csv", test_pred,
                                scored, test)
@@ -338,6 +343,31 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     if "grade_confusion" in metrics:
         extra["grade_confusion"] = metrics["grade_confusion"]
     return row, extra
+
+
+def _transfer_into(model, name: str, ctx: RunContext) -> None:
+    """In-domain transfer (``Profile.transfer``): start ``model``'s backbone from a model this run trained before
+    it on the same training split; ``model.pretrained_source`` records it (``in-domain:<model>``), and the row's
+    ``pretrained`` column keeps meaning ImageNet weights."""
+    spec = ctx.profile.transfer.get(name)
+    if not spec or model.pretrained_loaded:  # ImageNet weights, where they arrived, come first
+        return
+    source = spec["from"]
+    if source not in ctx.trained:  # a resumed run: the source finished in an earlier session and saved its weights
+        from spinebench.weights import read_records
+
+        rec = read_records(ctx.weights_dir).get(source) if ctx.weights_dir.is_dir() else None
+        if rec is not None and rec.run_id == ctx.run_id and rec.file and rec.path.is_file():
+            ctx.trained[source] = rec.state_dict()
+    if source not in ctx.trained:
+        log.warning("%s: trained from random init (%s, its in-domain start, was not trained earlier in this run)",
+                    name, source)
+        return
+    from spinebench.models.transfer import init_backbone_from_classifier
+
+    init_backbone_from_classifier(model, ctx.trained[source], source=f"in-domain:{source}",
+                                  trainable_from=spec.get("trainable_from"))
+    model.pretrained_source = f"in-domain:{source}"
 
 
 def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit) -> Path:
