@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -69,3 +72,38 @@ def write_dicom(path: str | Path, pixels: np.ndarray, *, photometric: str = "MON
 def make_dicom() -> Callable[..., Path]:
     """:func:`write_dicom` as a fixture."""
     return write_dicom
+
+
+def make_tiny_folder(root: Path, n: int = 30) -> Path:
+    """n tiny 'radiographs' (96 x 48): a bright block for hardware, a tilted bar for a curve, labels.csv."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        img = (rng.random((96, 48)) * 60 + 40).astype(np.uint8)
+        implant, sco = i % 2, (i // 2) % 2
+        boxes = []
+        if implant:
+            img[60:72, 18:30] = 250
+            boxes.append([18, 60, 30, 72, 1])
+        if sco:
+            for y in range(10, 80):
+                x = int(24 + 8 * math.sin(y / 20))
+                img[y, x - 2:x + 2] = 200
+            boxes.append([12, 8, 36, 82, 2])
+        Image.fromarray(img).save(root / "img" / f"x{i:02d}.png")
+        rows.append({"path": f"img/x{i:02d}.png", "implant": implant, "scoliosis": sco,
+                     "patient_id": f"p{i // 2}", "boxes": json.dumps(boxes)})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A folder data spec of 30 tiny labelled films (15 patients): enough for a patient split and one epoch."""
+    return f"folder={make_tiny_folder(tmp_path_factory.mktemp('tiny'))}"

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
@@ -32,38 +31,6 @@ TINY = Profile(
     classifier_sizes={"cls_inception_v3": (75, 75)},
     n_boot=20,
 )
-
-
-def _make_tiny_folder(root: Path, n: int = 30) -> Path:
-    """n tiny 'radiographs' (96 x 48): a bright block for hardware, a tilted bar for a curve, labels.csv."""
-    rng = np.random.default_rng(0)
-    (root / "img").mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        img = (rng.random((96, 48)) * 60 + 40).astype(np.uint8)
-        implant, sco = i % 2, (i // 2) % 2
-        boxes = []
-        if implant:
-            img[60:72, 18:30] = 250
-            boxes.append([18, 60, 30, 72, 1])
-        if sco:
-            for y in range(10, 80):
-                x = int(24 + 8 * math.sin(y / 20))
-                img[y, x - 2:x + 2] = 200
-            boxes.append([12, 8, 36, 82, 2])
-        Image.fromarray(img).save(root / "img" / f"x{i:02d}.png")
-        rows.append({"path": f"img/x{i:02d}.png", "implant": implant, "scoliosis": sco,
-                     "patient_id": f"p{i // 2}", "boxes": json.dumps(boxes)})
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    return f"folder={_make_tiny_folder(tmp_path_factory.mktemp('tiny'))}"
 
 
 def _six() -> list[str]:

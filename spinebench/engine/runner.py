@@ -110,47 +110,32 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
-    ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier run folder: its config and split are reused, finished
-    models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
+    ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier
+    run folder: its config and split are reused, finished models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
     deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
     ``run_summary.json`` records the run's wall time, bytes written and peak memory.
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
-    from spinebench.evaluation.results import append_rows, error_row
-    from spinebench.models import list_models, model_info
-
     dist_rank, dist_world = _dist_init(device)
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    profile = prof.name
     dev = resolve_device(device if dist_world == 1 or device != "auto" else "auto")
     if dist_world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-    known = list_models()
-    if models:
-        unknown = [m for m in models if m not in known]
-        if unknown:
-            raise SpinebenchError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        models = list(models)
-    else:
-        # the paper's six, plus the Cobb landmark model when the data has landmarks (checked once loaded)
-        models = [m for m in known if model_info(m)["task"] in TASKS]
-
-    if resume:
+    models = _choose_models(models)
+    if resume:  # the interrupted run's own arguments and split
         run_dir = Path(resume)
         cfg_path = run_dir / "config.json"
         if not cfg_path.is_file():
             raise SpinebenchError(f"cannot resume: {cfg_path} not found")
         cfg = json.loads(cfg_path.read_text())
-        data, profile, seeds, models = cfg["data"], cfg["profile"], cfg["seeds"], cfg["models"]
+        data, seeds, models = cfg["data"], cfg["seeds"], cfg["models"]
         pretrained, image_size, epochs = cfg["pretrained"], cfg["image_size"], cfg.get("epochs")
         overrides = cfg.get("overrides") or {}
-        prof = get_profile(profile)
+        prof = get_profile(cfg["profile"])
         split_file = str(run_dir / "split.csv")
-        run_id = run_dir.name
     else:
-        run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
-        run_dir = Path(out) / run_id
+        run_dir = Path(out) / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{prof.name}")
     _check_schedule(prof, models, epochs, image_size)
     overrides = _check_overrides(overrides)
     if epochs:
@@ -158,6 +143,61 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     run_overrides = dict(overrides)  # recorded in config.json; resume re-applies them
     if not keep_checkpoints:  # a finished model's checkpoint is deleted: writing one after its last epoch is waste
         overrides["final_checkpoint"] = False
+    records, counts, models = _split_records(data, split_file, split_mode, split_seed, models)
+
+    ctx = RunContext(run_id=run_dir.name, run_dir=run_dir, data=list(data), profile=prof, device=dev,
+                     git_commit=_git_commit(), counts=counts, pretrained=pretrained, image_size=image_size,
+                     overrides=overrides, resume=bool(resume), progress=progress, rank=dist_rank, world=dist_world,
+                     weights_dir=Path(weights_dir))
+    if dist_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_split_file(records, run_dir / "split.csv")
+            config = {"run_id": ctx.run_id, "data": list(data), "profile": prof.name, "models": models,
+                      "seeds": list(seeds), "device": str(dev), "precision": precision_of(dev),
+                      "pretrained": pretrained, "image_size": image_size, "epochs": epochs,
+                      "overrides": run_overrides, "split_mode": split_mode, "split_seed": split_seed,
+                      "split_counts": counts, "git_commit": ctx.git_commit, "torch": torch.__version__,
+                      "world_size": dist_world,
+                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    log.info("run %s: %d images (%s) on %s", ctx.run_id, len(records), counts, dev)
+    sets = _split_datasets(records, prof.cache_side)
+
+    rows = []
+    bar = None
+    if progress and dist_rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(models) * len(seeds), desc="run-all", unit="model")
+    for name in models:
+        for seed in seeds:
+            rows.append(_run_model(name, seed, ctx, sets, save=seed == seeds[0], keep_checkpoints=keep_checkpoints))
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    if dist_rank == 0:
+        _finish_run(ctx, rows, results, report, t_start, written_start)
+    _dist_done(dist_world)
+    return run_dir
+
+
+def _choose_models(models: Sequence[str] | None) -> list[str]:
+    """The models asked for (unknown names refused), or every model of a known task."""
+    from spinebench.models import list_models, model_info
+
+    known = list_models()
+    if not models:  # the paper's six, plus the Cobb landmark model when the data has landmarks (checked once loaded)
+        return [m for m in known if model_info(m)["task"] in TASKS]
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise SpinebenchError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return list(models)
+
+
+def _split_records(data, split_file, split_mode, split_seed, models) -> tuple[list[dict], dict, list[str]]:
+    """The run's records with their splits, the split counts, and the models that can use this data."""
+    from spinebench.models import model_info
 
     records = load_records(data)
     if not records:
@@ -172,76 +212,51 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         raise SpinebenchError(f"{', '.join(unusable)}: {next(iter(unusable.values()))} in {' '.join(data)}")
     for m, why in unusable.items():
         log.info("%s skipped: %s in %s", m, why, " ".join(data))
-    models = [m for m in models if m not in unusable]
     if counts["train"] == 0 or counts["test"] == 0 or counts["val"] == 0:
         raise SpinebenchError(f"too few patients to split ({counts}); give more data")
+    return records, counts, [m for m in models if m not in unusable]
 
-    commit = _git_commit()
-    if dist_rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_split_file(records, run_dir / "split.csv")
-            config = {"run_id": run_id, "data": list(data), "profile": profile, "models": models,
-                      "seeds": list(seeds), "device": str(dev), "precision": precision_of(dev),
-                      "pretrained": pretrained, "image_size": image_size, "epochs": epochs,
-                      "overrides": run_overrides,
-                      "split_mode": split_mode, "split_seed": split_seed, "split_counts": counts,
-                      "git_commit": commit, "torch": torch.__version__, "world_size": dist_world,
-                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    log.info("run %s: %d images (%s) on %s", run_id, len(records), counts, dev)
-    sets = _split_datasets(records, prof.cache_side)
 
-    ctx = RunContext(run_id=run_id, run_dir=run_dir, data=list(data), profile=prof, device=dev, git_commit=commit,
-                     counts=counts, pretrained=pretrained, image_size=image_size, overrides=overrides,
-                     resume=bool(resume), progress=progress, rank=dist_rank, world=dist_world,
-                     weights_dir=Path(weights_dir))
-    rows = []
-    bar = None
-    if progress and dist_rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(models) * len(seeds), desc="run-all", unit="model")
-    for name in models:
-        for seed in seeds:
-            tag = f"{name}-s{seed}"
-            metrics_path = run_dir / "metrics" / f"{tag}.json"
-            if resume and metrics_path.is_file():
-                rows.append(json.loads(metrics_path.read_text())["row"])
-                if bar:
-                    bar.update(1)
-                continue
-            if dev.type == "cuda":  # per-model peak: the caching allocator keeps the run's memory between models
-                torch.cuda.reset_peak_memory_stats(dev)
-            try:
-                row, extra = _run_one(name, seed, ctx, sets, save=seed == seeds[0])
-            except Exception as e:  # noqa: BLE001 - one failing model must not end the run
-                log.error("%s failed: %s", tag, e)
-                log.debug("%s", traceback.format_exc())
-                row, extra = error_row(name, e, **ctx.row_context(seed)), {}
-            if dev.type == "cuda":
-                extra["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
-            rows.append(row)
-            if dist_rank == 0:
-                metrics_path.parent.mkdir(parents=True, exist_ok=True)
-                metrics_path.write_text(json.dumps({"row": row, **extra}, indent=2, default=str))
-                if row.get("status") == "ok" and not keep_checkpoints:
-                    (run_dir / "checkpoints" / f"{tag}.pt").unlink(missing_ok=True)
-            if bar:
-                bar.update(1)
-    if bar:
-        bar.close()
-    if dist_rank == 0:
-        append_rows(run_dir / "leaderboard.csv", rows)
-        append_rows(Path(results) / "leaderboard.csv", rows)
-        if report:
-            _make_report(run_dir)
-        summary = {"wall_seconds": round(time.perf_counter() - t_start, 1),
-                   "bytes_written": _bytes_written() - written_start, "peak_rss_mb": _peak_rss_mb()}
-        (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("run %s: %.0f s, %.1f MB written, peak memory %.0f MB", run_id, summary["wall_seconds"],
-                 summary["bytes_written"] / 1e6, summary["peak_rss_mb"])
-    _dist_done(dist_world)
-    return run_dir
+def _run_model(name: str, seed: int, ctx: RunContext, sets: dict, save: bool, keep_checkpoints: bool) -> dict:
+    """One model of the run, its failure an error row: a resumed run reuses a finished model's row."""
+    from spinebench.evaluation.results import error_row
+
+    tag = f"{name}-s{seed}"
+    metrics_path = ctx.run_dir / "metrics" / f"{tag}.json"
+    if ctx.resume and metrics_path.is_file():
+        return json.loads(metrics_path.read_text())["row"]
+    dev = ctx.device
+    if dev.type == "cuda":  # per-model peak: the caching allocator keeps the run's memory between models
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        row, extra = _run_one(name, seed, ctx, sets, save=save)
+    except Exception as e:  # noqa: BLE001 - one failing model must not end the run
+        log.error("%s failed: %s", tag, e)
+        log.debug("%s", traceback.format_exc())
+        row, extra = error_row(name, e, **ctx.row_context(seed)), {}
+    if dev.type == "cuda":
+        extra["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
+    if ctx.rank == 0:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps({"row": row, **extra}, indent=2, default=str))
+        if row.get("status") == "ok" and not keep_checkpoints:
+            (ctx.run_dir / "checkpoints" / f"{tag}.pt").unlink(missing_ok=True)
+    return row
+
+
+def _finish_run(ctx: RunContext, rows: list[dict], results, report: bool, t_start: float, written_start: int) -> None:
+    """Leaderboards, the report, and ``run_summary.json`` (wall time, bytes written, peak memory)."""
+    from spinebench.evaluation.results import append_rows
+
+    append_rows(ctx.run_dir / "leaderboard.csv", rows)
+    append_rows(Path(results) / "leaderboard.csv", rows)
+    if report:
+        _make_report(ctx.run_dir)
+    summary = {"wall_seconds": round(time.perf_counter() - t_start, 1),
+               "bytes_written": _bytes_written() - written_start, "peak_rss_mb": _peak_rss_mb()}
+    (ctx.run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("run %s: %.0f s, %.1f MB written, peak memory %.0f MB", ctx.run_id, summary["wall_seconds"],
+             summary["bytes_written"] / 1e6, summary["peak_rss_mb"])
 
 
 def _bytes_written() -> int:

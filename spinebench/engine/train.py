@@ -104,8 +104,8 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
     """Train any registered model in place and load its best weights (lowest validation ``task.monitor``).
 
     The one loop of every model: what differs per task (data, loss, validation) comes from its task object
-    (``spinebench.tasks``). ``settings.time_budget_s`` ends training after the epoch that crosses it (validated,
-    selected and checkpointed like a last epoch; the schedule is still planned over ``settings.epochs``).
+    (``spinebench.tasks``). ``settings.time_budget_s`` ends training once that much time is spent (validated,
+    selected and checkpointed like a last epoch; the learning rate is annealed by the clock, see ``_schedule``).
     Returns {"val_pred": the best epoch's validation predictions (None after a resume that skipped it, and for
     the Cobb model), "history": [per-epoch dicts], "best_epoch", "best_score" (its monitored value), "monitor",
     "epochs_run", "train_seconds", "stopped_early", "stopped_by_budget", "train_loss" (last epoch's mean total loss,
@@ -113,123 +113,143 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
     Raises NonFiniteLossError when a loss is NaN/inf. ``on_epoch_end(row)`` is called after each epoch's
     checkpoint is written (progress displays; tests use it to kill a run midway).
     """
-    s = settings
-    task = get_task(model)
-    device = torch.device(device)
-    model.to(device)
-    if device.type == "cuda" and task.fixed_shapes:
-        model.to(memory_format=torch.channels_last)
-    t_prep = time.perf_counter()
-    data = task.train_data(model, train_ds, s, device, seed, ddp_rank, ddp_world)
-    val = task.val_data(model, val_ds, s, device) if val_ds is not None and len(val_ds) else None
-    log.info("%s: data ready in %.1fs (%d train images)", model.default_cfg["name"], time.perf_counter() - t_prep,
-             data.num_samples)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    steps_per_epoch = data.steps_per_epoch(ddp_world)
-    if s.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, s.max_steps_per_epoch)
-    budget = s.time_budget_s if s.time_budget_s else math.inf
-    clock_state = {"elapsed": 0.0, "t0": time.perf_counter()}  # training seconds before this epoch; epoch start
-
-    def clock() -> float:
-        return (clock_state["elapsed"] + time.perf_counter() - clock_state["t0"]) / budget
-
-    scheduler = _schedule(optimizer, s.epochs * steps_per_epoch, int(s.warmup_epochs * steps_per_epoch),
-                          clock if s.time_budget_s else None)
-    history: list[dict] = []
-    start_epoch, best_score, best_epoch, bad_epochs, best_state = 0, math.inf, -1, 0, None
-    best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
-    elapsed = 0.0
+    fit = _Fit(model, train_ds, val_ds, settings, torch.device(device), seed, ddp_rank, ddp_world)
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    last_write = time.perf_counter()
-    state = restore_checkpoint(ckpt, model, optimizer, scheduler) if resume else None
-    if state is not None:
-        start_epoch, best_epoch = state["epoch"] + 1, state["best_epoch"]
-        best_score = state.get("best_score", state.get("best_loss", state.get("best_smape", math.inf)))
-        bad_epochs, best_state, history = state.get("bad_epochs", 0), state["best_state"], state["history"]
-        elapsed = state["train_seconds"]
-    net = model
-    if ddp_world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    patience = s.patience if s.patience is not None else math.inf
-
-    epoch_bar = None
+    if resume:
+        fit.restore(ckpt)
+    name = model.default_cfg["name"]
+    bar = None
     if progress and ddp_rank == 0:
         from tqdm.auto import tqdm
-        epoch_bar = tqdm(total=s.epochs, initial=start_epoch, desc=model.default_cfg["name"], unit="epoch",
-                         leave=False)
-    stopped_early = stopped_by_budget = False
-    for epoch in range(start_epoch, s.epochs):
-        if bad_epochs >= patience:
-            stopped_early = True
+        bar = tqdm(total=settings.epochs, initial=fit.start_epoch, desc=name, unit="epoch", leave=False)
+    for epoch in range(fit.start_epoch, settings.epochs):
+        if fit.bad_epochs >= fit.patience:
+            fit.stopped_early = True
             break
-        if elapsed >= budget:
-            stopped_by_budget = True
-            log.info("%s: time budget of %.0fs reached after %d epochs", model.default_cfg["name"], budget, epoch)
+        if fit.elapsed >= fit.budget:
+            fit.stopped_by_budget = True
+            log.info("%s: time budget of %.0fs reached after %d epochs", name, fit.budget, epoch)
             break
-        t0 = time.perf_counter()
-        clock_state.update(elapsed=elapsed, t0=t0)
-        net.train()
-        total, n, parts_sum = 0.0, 0, {}
-        for step, batch in enumerate(data.batches(epoch)):
-            if step >= steps_per_epoch or (step and clock() >= 1.0):  # the budget ends mid-epoch too
-                break
-            loss, parts = task.loss(net, batch, data, device, s)
-            optimizer_step(model, loss, params, optimizer, scheduler, epoch, step)
-            k = len(batch["image"])
-            total += float(loss.detach()) * k
-            n += k
-            for key, v in parts.items():
-                parts_sum[key] = parts_sum.get(key, 0.0) + v * k
-        train_loss = total / max(1, n)
-        last = epoch + 1 == s.epochs or elapsed + time.perf_counter() - t0 >= budget
-        validate = val is not None and (last or (s.val_every > 0 and (epoch + 1) % s.val_every == 0))
-        vrow, vpred = task.validate(model, val, device, s) if validate else ({}, None)
-        elapsed += time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "images": n, "train_loss": train_loss,
-               **{f"train_{k}": v / max(1, n) for k, v in parts_sum.items()},
-               **({task.monitor: math.nan} | vrow), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if validate and (vrow[task.monitor] < best_score - 1e-4 or best_state is None):
-            best_score, best_epoch, bad_epochs = vrow[task.monitor], epoch + 1, 0
-            best_state = _cpu_copy(model)
-            best_val = vpred
-        elif validate:
-            bad_epochs += 1
-        elif val is None:  # nothing to select on: the latest epoch is the one kept
-            best_epoch, best_state = epoch + 1, None
+        row, last = fit.epoch(epoch)
         if ddp_rank == 0:
             if log_path:
                 _append_csv(log_path, row)
-            final = last or bad_epochs >= patience
-            if ckpt and (s.final_checkpoint or not final) and checkpoint_due(last_write, s.checkpoint_every_s, final):
-                last_write = time.perf_counter()
-                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                              "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                              "best_state": best_for_checkpoint(best_state, best_epoch, epoch),
-                              "history": history, "train_seconds": elapsed, "rng": rng_state(),
-                              "settings": _plain(asdict(s))}, ckpt)
+            if ckpt:
+                fit.checkpoint(ckpt, epoch, final=last or fit.bad_epochs >= fit.patience)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if epoch_bar is not None:
-            epoch_bar.update(1)
-            epoch_bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row[task.monitor]:.3f}")
-        log.info("%s epoch %d: train loss %.4f, %s %.4f (%.0fs)", model.default_cfg["name"], epoch + 1, train_loss,
-                 task.monitor, row[task.monitor], row["seconds"])
-        if last and epoch + 1 < s.epochs:
-            stopped_by_budget = True
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row[fit.task.monitor]:.3f}")
+        log.info("%s epoch %d: train loss %.4f, %s %.4f (%.0fs)", name, epoch + 1, row["train_loss"],
+                 fit.task.monitor, row[fit.task.monitor], row["seconds"])
+        if last and epoch + 1 < settings.epochs:
+            fit.stopped_by_budget = True
             break
-    if epoch_bar is not None:
-        epoch_bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"val_pred": best_val, "history": history, "best_epoch": best_epoch, "best_score": best_score,
-            "monitor": task.monitor, "epochs_run": len(history), "train_seconds": elapsed,
-            "stopped_early": stopped_early, "stopped_by_budget": stopped_by_budget,
-            "train_loss": history[-1]["train_loss"] if history else math.nan}
+    if bar is not None:
+        bar.close()
+    return fit.finish()
+
+
+class _Fit:
+    """The state of one model's training between epochs (what a checkpoint stores), and one epoch of it."""
+
+    def __init__(self, model, train_ds, val_ds, s: TrainSettings, device, seed: int, rank: int, world: int):
+        self.model, self.s, self.device, self.rank = model, s, device, rank
+        self.task = task = get_task(model)
+        model.to(device)
+        if device.type == "cuda" and task.fixed_shapes:
+            model.to(memory_format=torch.channels_last)
+        t_prep = time.perf_counter()
+        self.data = task.train_data(model, train_ds, s, device, seed, rank, world)
+        self.val = task.val_data(model, val_ds, s, device) if val_ds is not None and len(val_ds) else None
+        log.info("%s: data ready in %.1fs (%d train images)", model.default_cfg["name"],
+                 time.perf_counter() - t_prep, self.data.num_samples)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=s.lr, weight_decay=s.weight_decay)
+        steps = self.data.steps_per_epoch(world)
+        self.steps_per_epoch = min(steps, s.max_steps_per_epoch) if s.max_steps_per_epoch else steps
+        self.budget = s.time_budget_s if s.time_budget_s else math.inf
+        self.elapsed, self.epoch_t0 = 0.0, time.perf_counter()  # training seconds before this epoch; its start
+        self.patience = s.patience if s.patience is not None else math.inf
+        self.scheduler = _schedule(self.optimizer, s.epochs * self.steps_per_epoch,
+                                   int(s.warmup_epochs * self.steps_per_epoch), self.clock if s.time_budget_s else None)
+        self.net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.history: list[dict] = []
+        self.start_epoch, self.best_score, self.best_epoch, self.bad_epochs, self.best_state = 0, math.inf, -1, 0, None
+        self.best_val = None  # the best epoch's validation predictions: thresholds are chosen on them, no second pass
+        self.last_write = time.perf_counter()
+        self.stopped_early = self.stopped_by_budget = False
+
+    def clock(self) -> float:
+        """The fraction of the time budget used so far."""
+        return (self.elapsed + time.perf_counter() - self.epoch_t0) / self.budget
+
+    def restore(self, ckpt: Path | None) -> None:
+        state = restore_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+        if state is None:
+            return
+        self.start_epoch, self.best_epoch = state["epoch"] + 1, state["best_epoch"]
+        self.best_score = state.get("best_score", state.get("best_loss", state.get("best_smape", math.inf)))
+        self.bad_epochs, self.best_state = state.get("bad_epochs", 0), state["best_state"]
+        self.history, self.elapsed = state["history"], state["train_seconds"]
+
+    def epoch(self, epoch: int) -> tuple[dict, bool]:
+        """Train one epoch, validate when due, keep the best state; (the epoch's log row, whether it was the last)."""
+        s, task = self.s, self.task
+        t0 = self.epoch_t0 = time.perf_counter()
+        self.net.train()
+        total, n, parts_sum = 0.0, 0, {}
+        for step, batch in enumerate(self.data.batches(epoch)):
+            if step >= self.steps_per_epoch or (step and self.clock() >= 1.0):  # the budget ends mid-epoch too
+                break
+            loss, parts = task.loss(self.net, batch, self.data, self.device, s)
+            optimizer_step(self.model, loss, self.params, self.optimizer, self.scheduler, epoch, step)
+            k = len(batch["image"])
+            total, n = total + float(loss.detach()) * k, n + k
+            for key, v in parts.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + v * k
+        last = epoch + 1 == s.epochs or self.clock() >= 1.0
+        validate = self.val is not None and (last or (s.val_every > 0 and (epoch + 1) % s.val_every == 0))
+        vrow, vpred = task.validate(self.model, self.val, self.device, s) if validate else ({}, None)
+        self.elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "images": n, "train_loss": total / max(1, n),
+               **{f"train_{k}": v / max(1, n) for k, v in parts_sum.items()},
+               **({task.monitor: math.nan} | vrow), "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0}
+        self.history.append(row)
+        if validate and (vrow[task.monitor] < self.best_score - 1e-4 or self.best_state is None):
+            self.best_score, self.best_epoch, self.bad_epochs = vrow[task.monitor], epoch + 1, 0
+            self.best_state, self.best_val = _cpu_copy(self.model), vpred
+        elif validate:
+            self.bad_epochs += 1
+        elif self.val is None:  # nothing to select on: the latest epoch is the one kept
+            self.best_epoch, self.best_state = epoch + 1, None
+        return row, last
+
+    def checkpoint(self, ckpt: Path, epoch: int, final: bool) -> None:
+        """Write the checkpoint when it is due (``checkpoint_due``); after the last epoch only if asked to."""
+        s = self.s
+        if not (s.final_checkpoint or not final) or not checkpoint_due(self.last_write, s.checkpoint_every_s, final):
+            return
+        self.last_write = time.perf_counter()
+        _save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                      "scheduler": self.scheduler.state_dict(), "epoch": epoch, "best_score": self.best_score,
+                      "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                      "best_state": best_for_checkpoint(self.best_state, self.best_epoch, epoch),
+                      "history": self.history, "train_seconds": self.elapsed, "rng": rng_state(),
+                      "settings": _plain(asdict(s))}, ckpt)
+
+    def finish(self) -> dict:
+        """Load the best weights into the model; the loop's result (see :func:`train_model`)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return {"val_pred": self.best_val, "history": self.history, "best_epoch": self.best_epoch,
+                "best_score": self.best_score, "monitor": self.task.monitor, "epochs_run": len(self.history),
+                "train_seconds": self.elapsed, "stopped_early": self.stopped_early,
+                "stopped_by_budget": self.stopped_by_budget,
+                "train_loss": self.history[-1]["train_loss"] if self.history else math.nan}
 
 
 def _cpu_copy(model) -> dict:

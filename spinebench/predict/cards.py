@@ -6,10 +6,11 @@ import math
 import os
 from pathlib import Path
 
+from spinebench.tasks import TASKS  # the tasks the predictor can run and the demo shows (spinebench.tasks)
 from spinebench.weights import TrainedWeights, read_records
 
-#: Tasks the predictor knows how to run and the demo shows; other registered tasks are ignored.
-TASKS = ("classification", "detection", "cobb")
+#: Order of the demo's panels by task; tasks registered later follow in registration order.
+PANEL_ORDER = ("detection", "classification", "cobb")
 
 
 def data_label(spec: str) -> str:
@@ -75,7 +76,8 @@ def panel_models() -> list[str]:
     """Registered models the demo gives a panel: detectors, then classifiers, then Cobb models (registry order)."""
     from spinebench.models import list_models
 
-    return [n for task in ("detection", "classification", "cobb") for n in list_models(task)]
+    order = [t for t in PANEL_ORDER if t in TASKS] + [t for t in TASKS if t not in PANEL_ORDER]
+    return [n for task in order for n in list_models(task)]
 
 
 def results_file(results_dir: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None

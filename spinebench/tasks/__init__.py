@@ -17,6 +17,14 @@ from spinebench.tasks.detection import DetectionTask
 TASKS: dict[str, Task] = {t.name: t for t in (ClassificationTask(), DetectionTask(), CobbTask())}
 
 
+def register_task(task: Task) -> Task:
+    """Make a task object known by its ``name`` (a new kind of model: one module with its Task subclass and its
+    models registered with ``register_model(task=<name>)``); the loop, runner, ``evaluate`` and the predictor then
+    use it without a change anywhere else."""
+    TASKS[task.name] = task
+    return task
+
+
 def get_task(what) -> Task:
     """The task object of a task name, a registered model name, or a built model (``model.default_cfg``)."""
     from spinebench.errors import SpinebenchError
@@ -32,4 +40,4 @@ def get_task(what) -> Task:
     return TASKS[what]
 
 
-__all__ = ["TASKS", "Task", "TrainData", "get_task"]
+__all__ = ["TASKS", "Task", "TrainData", "get_task", "register_task"]
