@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # third-party chatter (static figure export, HTTP clients) stays out of the user's way
-        for noisy in ("choreographer", "kaleido", "httpx", "urllib3", "PIL"):
+        for noisy in ("matplotlib", "httpx", "urllib3", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         # `spinebench` or `spinebench data` alone: show what there is to do
