@@ -329,6 +329,8 @@ def _add_predict_command(sub) -> None:
     fmt.add_argument("--json", action="store_true", help="one JSON document (every model's full result)")
     fmt.add_argument("--csv", action="store_true", help="one CSV row per file and model")
     p.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
+    p.add_argument("--report", metavar="DIR", help="also one self-contained HTML page per X-ray here (images, "
+                   "boxes, heatmaps, summary, Cobb overlay, provenance)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -121,7 +121,7 @@ def test_all_good_files_exit_0_with_a_text_table_and_a_progress_bar(inputs, weig
     assert rc == 0
     cap = capsys.readouterr()
     assert "a_scoliosis.png:" in cap.out and "cls_squeezenet1_1" in cap.out and "not a diagnosis" in cap.out
-    assert "2/2" in cap.err  # tqdm's bar over the files
+    assert "predict" in cap.err and "/2 " in cap.err  # tqdm's bar over the 2 files
 
 
 def test_usage_errors_are_one_line_and_exit_2(inputs, weights, tmp_path, capsys):
@@ -136,3 +136,63 @@ def test_usage_errors_are_one_line_and_exit_2(inputs, weights, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         main(["predict", str(inputs), "--json", "--csv"])
     assert e.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def weights_with_cobb(weights, tmp_path_factory) -> Path:
+    import torch
+
+    from spinebench.engine.weights import save_weights
+    from spinebench.models import create_model, list_models
+
+    cobb = list_models(task="cobb")
+    if not cobb:
+        pytest.skip("no Cobb-angle model registered")
+    wdir = tmp_path_factory.mktemp("cli_weights_cobb")
+    for p in weights.iterdir():
+        shutil.copy(p, wdir)
+    torch.manual_seed(0)
+    kwargs = {"input_size": [128, 64]}
+    save_weights(create_model(cobb[0], pretrained="none", **kwargs), wdir,
+                 meta={"model": cobb[0], "task": "cobb", "thresholds": [], "run_id": "20250101-000000-quick",
+                       "data": "aasce=/x", "model_kwargs": kwargs, "pretrained": False})
+    return wdir
+
+
+def test_report_per_xray_is_self_contained(inputs, weights_with_cobb, tmp_path, capsys):
+    import base64
+    import re
+
+    from PIL import Image
+
+    from spinebench import DISCLAIMER
+    from spinebench.weights import read_records
+
+    reports = tmp_path / "reports"
+    rc = main(["predict", str(inputs), "--weights", str(weights_with_cobb), "--json", "--report", str(reports),
+               "-q"])
+    assert rc == 1
+    doc = json.loads(capsys.readouterr().out)
+    pages = sorted(p.name for p in reports.iterdir())
+    assert pages == ["a_scoliosis.html", "b_cr.html", "c_dicom_without_extension.html"]  # not the broken file
+    assert {Path(e["report"]).name for e in doc["files"] if "report" in e} == set(pages)
+    records = read_records(weights_with_cobb)
+    cobb = next(n for n, r in records.items() if r.task == "cobb")
+    for name in pages:
+        text = (reports / name).read_text()
+        assert DISCLAIMER in text
+        assert not re.search(r"(src|href)=['\"](?!data:)", text), name  # nothing outside the file
+        uris = re.findall(r"src='data:image/png;base64,([^']+)'", text)
+        assert len(uris) == 1 + len(records), name  # the model view, then one picture per model
+        for u in uris:
+            im = Image.open(io.BytesIO(base64.b64decode(u)))
+            im.load()
+            assert im.mode in ("L", "RGB") and min(im.size) >= 32  # the view is grey, the drawings RGB
+        for rec in records.values():
+            assert rec.sha256 in text and rec.model in text
+        assert "Cobb angles" in text and "grade" in text and "implant p" in text  # Cobb section, summary table
+        assert re.search(r"PT \d+\.\d°", text)
+    cr = (reports / "b_cr.html").read_text()
+    for identity in ("CompressedSamples", "9RG1", "19400305", "Hamburg"):
+        assert identity not in cr
+    assert "MONOCHROME1" in cr and "CR" in cr  # technical facts are shown

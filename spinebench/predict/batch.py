@@ -101,20 +101,27 @@ def batch_rows(predictor: "Predictor", files: Iterable, names: Iterable[str] | N
 
 
 def predict_files(predictor: "Predictor", files: Iterable, names: Iterable[str] | None = None, *,
-                  progress: bool = False, on_error: Callable[[str, str], None] | None = None) -> list[dict]:
+                  progress: bool = False, on_error: Callable[[str, str], None] | None = None,
+                  report_dir: str | os.PathLike | None = None) -> list[dict]:
     """Every model on every file: ``{"file", "result"}`` per readable file (``result`` is
     ``Predictor.analyze``'s, provenance included), ``{"file", "error"}`` per other one (``on_error(file, line)`` is
     called as it happens, so a command line can say so at once). ``names``: what to call the files (default:
-    their paths as given)."""
+    their paths as given). ``report_dir``: also one HTML page per readable file there (``"report"``: its path)."""
+    from spinebench.predict.report import write_xray_report
+
     files = [str(f) for f in files]
-    out = []
-    for _, name, a, err in analyze_files(predictor, files, files if names is None else names, progress=progress):
+    out: list[dict] = []
+    taken: set[str] = set()
+    for _, name, a, err in analyze_files(predictor, files, files if names is None else names, progress=progress,
+                                         draw=report_dir is not None):
         if a is None:
             out.append({"file": name, "error": err})
             if on_error is not None:
                 on_error(name, err)
             continue
         out.append({"file": name, "result": a.result})
+        if report_dir is not None:
+            out[-1]["report"] = str(write_xray_report(a.result, a.images, name, report_dir, taken))
         a.release()
     return out
 

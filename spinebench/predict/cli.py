@@ -53,6 +53,11 @@ def cmd_predict(args) -> int:
         fmt = {".json": "json", ".csv": "csv"}.get(Path(args.out).suffix.lower())
         if fmt is None:
             raise SpinebenchError(f"--out {args.out}: say --json or --csv (or name it .json / .csv)")
+    if args.report:
+        try:
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpinebenchError(f"cannot create report folder {args.report}: {e.strerror}") from None
     predictor = Predictor(args.weights or default_weights_dir(), models=args.models, device=args.device)
 
     def said(name: str, line: str) -> None:
@@ -60,7 +65,8 @@ def cmd_predict(args) -> int:
 
         tqdm.write(f"spinebench: {name}: {line}", file=sys.stderr)
 
-    entries = predict_files(predictor, files, progress=not args.quiet and len(files) > 1, on_error=said)
+    entries = predict_files(predictor, files, progress=not args.quiet and len(files) > 1, on_error=said,
+                            report_dir=args.report)
     buf = io.StringIO()
     if fmt == "json":
         json.dump(predict_document(predictor, entries), buf, indent=2, allow_nan=False)
@@ -77,4 +83,6 @@ def cmd_predict(args) -> int:
         print(f"wrote {len(entries)} file result{'' if len(entries) == 1 else 's'} to {args.out}")
     else:
         sys.stdout.write(buf.getvalue())
+    if args.report:
+        print(f"reports: {sum('report' in e for e in entries)} in {args.report}/", file=sys.stderr)
     return 1 if any("error" in e for e in entries) else 0
