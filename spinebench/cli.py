@@ -308,6 +308,37 @@ def _add_weights_command(sub) -> None:
 _EXTRA_COMMANDS.append(_add_weights_command)
 
 
+def cmd_predict(args) -> int:
+    from spinebench.predict.cli import cmd_predict as run
+
+    return run(args)
+
+
+def _add_predict_command(sub) -> None:
+    """``predict``: flags here, the work in :mod:`spinebench.predict.cli` (imported only when it runs)."""
+    p = sub.add_parser("predict", help="every trained model on X-ray files or folders: probabilities, decisions, "
+                                       "boxes, Cobb angles, with the weights' provenance",
+                       description="Run every trained model (as the demo does) on each file; a folder stands for "
+                                   "its image files (png, jpg, jpeg, tif, tiff, dcm, extension-less DICOM). A file "
+                                   "that cannot be read is one line on stderr and the others go on (exit code 1).")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="only these trained models (default: all)")
+    p.add_argument("--weights", metavar="DIR_OR_HUB",
+                   help="weights folder or hf://user/repo[@revision] (default: $SPINEBENCH_WEIGHTS_DIR or weights/)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON document (every model's full result)")
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per file and model")
+    p.add_argument("--out", metavar="PATH", help="write the output here instead of stdout")
+    p.add_argument("--report", metavar="DIR", help="also one self-contained HTML page per X-ray here (images, "
+                   "boxes, heatmaps, summary, Cobb overlay, provenance)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
+_EXTRA_COMMANDS.append(_add_predict_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -315,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # third-party chatter (static figure export, HTTP clients) stays out of the user's way
-        for noisy in ("choreographer", "kaleido", "httpx", "urllib3", "PIL"):
+        for noisy in ("matplotlib", "httpx", "urllib3", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         # `spinebench` or `spinebench data` alone: show what there is to do

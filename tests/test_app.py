@@ -63,6 +63,14 @@ def test_analyze_endpoint_returns_one_entry_per_model(client, app_module):
     for m in r["models"].values():
         assert set(m["implant"]) == {"probability", "threshold", "positive"}
     assert r["agreement"]["models"] == 6 and "not a diagnosis" in r["disclaimer"]
+    from spinebench import __version__
+    from spinebench.weights import read_records
+
+    records = read_records(app_module.WEIGHTS_DIR)  # provenance: which weights gave these answers
+    assert r["provenance"]["spinebench_version"] == __version__
+    for name, p in r["provenance"]["models"].items():
+        assert p["weights_sha256"] == records[name].sha256 and p["data_kind"] == records[name].data_kind
+        assert p["pretrained"] is False and p["run_id"] == records[name].run_id
 
 
 def test_dicom_through_the_api_shows_no_patient_data(client):

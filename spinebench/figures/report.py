@@ -332,8 +332,8 @@ def caveats(data: RunData, kinds: Sequence[str], static_ok: bool | None) -> list
         out.append("Built from a leaderboard CSV: the run-specific figures (ROC, confusion matrices, training "
                    "curves, Cobb agreement, test images) need the run folder (--run) and were skipped.")
     if static_ok is False:
-        out.append("Static PNG/SVG export was not available here (kaleido needs Chrome/Chromium); figures are "
-                   "interactive HTML only.")
+        out.append("Static PNG/SVG export failed here for some figures (see the log); those are interactive "
+                   "HTML only.")
     out.extend(data.problems)
     return out
 

@@ -161,6 +161,7 @@ class Predictor:
         if cache_side is None and len(sides) > 1:
             log.warning("models were trained at different cache sides %s; each gets its own", sorted(sides))
         self.cache_side = cache_side
+        self.provenance = provenance(self.models)
         self._lock = threading.Lock()
         # first guess of each model's cost (replaced by measured times): detectors cost ~4x per parameter
         self._cost = {n: float(model_info(n)["params_m"]) * get_task(m.task).inference_cost
@@ -231,6 +232,8 @@ class Predictor:
             "image": info,
             "models": results,
             "agreement": agreement(results),
+            "provenance": {"spinebench_version": self.provenance["spinebench_version"],
+                           "models": {n: dict(v) for n, v in self.provenance["models"].items()}},
             "timing_ms": {"load": round((t_load - t0) * 1000, 1), "downscale": round((t_view - t_load) * 1000, 1),
                           "models": round((t_models - t_view) * 1000, 1)},
         }
@@ -327,6 +330,18 @@ def optimize_detector(model: torch.nn.Module, example: torch.Tensor) -> bool:
     if head is not None:
         model.rpn.head = _Frozen(head)
     return True
+
+
+def provenance(models: dict[str, LoadedModel]) -> dict:
+    """Where every answer comes from: this spinebench's version and, per model, its weights record's facts (file
+    sha256, training run, data kind, whether ImageNet/COCO weights were loaded before training)."""
+    from spinebench import __version__
+
+    return {"spinebench_version": __version__,
+            "models": {n: {"weights_sha256": lm.record.sha256, "run_id": lm.record.run_id,
+                           "data_kind": lm.record.data_kind, "pretrained": lm.record.pretrained,
+                           "trained_with": lm.record.spinebench_version, "git_commit": lm.record.git_commit}
+                       for n, lm in models.items()}}
 
 
 def decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
