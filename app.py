@@ -131,7 +131,12 @@ def analyze_ui(file):
         else:
             panels.append(gr.Image(value=None, label=f"{name}: no trained weights in this deployment"))
     table = sp.summary_rows(r)
-    out = [a.images["input"], sp.image_facts(r), sp.agreement_text(r), table, r, *panels]
+    from spinebench.predict.report import xray_report_html
+
+    name = Path(getattr(file, "orig_name", None) or _path_of(file) or "xray").name
+    report = _fresh_file("spinebench-report-", ".html")
+    Path(report).write_text(xray_report_html(r, a.images, name), encoding="utf-8")
+    out = [a.images["input"], sp.image_facts(r), sp.agreement_text(r), table, r, report, *panels]
     a.release()
     return out
 
@@ -160,13 +165,19 @@ def batch(files: list[FileData]) -> str:
     finally:
         for p in paths:
             _forget_upload(p)
+    return str(sp.write_batch_csv(rows, _fresh_file("spinebench-predictions-", ".csv")))
+
+
+def _fresh_file(prefix: str, suffix: str) -> str:
+    """A new file for a visitor's download (batch CSV, per-X-ray report); earlier visitors' files of that kind
+    go once older than Gradio's cache age."""
     _BATCH_DIR.mkdir(exist_ok=True)
-    for old in _BATCH_DIR.glob("*.csv"):  # results of earlier visitors: gone after the cache's age
+    for old in _BATCH_DIR.glob(f"{prefix}*{suffix}"):
         if time.time() - old.stat().st_mtime > DELETE_CACHE[1]:
             old.unlink(missing_ok=True)
-    fd, out = tempfile.mkstemp(prefix="spinebench-predictions-", suffix=".csv", dir=_BATCH_DIR)
+    fd, out = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=_BATCH_DIR)
     os.close(fd)
-    return str(sp.write_batch_csv(rows, out))
+    return out
 
 
 def batch_ui(files):
@@ -232,9 +243,11 @@ with gr.Blocks(title="spinebench demo", delete_cache=DELETE_CACHE) as demo:
                                                              height=380, visible=task != "cobb",
                                                              elem_id=f"panel-{name}",
                                                              elem_classes=["model-panel"]))
+                    report_file = gr.File(label="Report of this X-ray (one HTML page: pictures, table, provenance)",
+                                          interactive=False, elem_id="report-file")
                     with gr.Accordion("JSON (what /analyze returns)", open=False):
                         result_json = gr.JSON(elem_id="result-json")
-            outputs = [view, meta_md, agree_md, summary, result_json, *panel_images]
+            outputs = [view, meta_md, agree_md, summary, result_json, report_file, *panel_images]
             run_btn.click(analyze_ui, upload, outputs, api_name="analyze_ui", api_visibility="undocumented",
                           concurrency_id="models")
             upload.upload(analyze_ui, upload, outputs, api_name="analyze_upload", api_visibility="undocumented",
