@@ -1,0 +1,217 @@
+"""Detector recipes on the default synthetic data, scored on VALIDATION only (never tune on test).
+
+Each recipe trains one detector with ``spinebench.engine.train.train_model`` (the loop run-all uses) and scores
+the validation split with run-all's own detection metrics (``detection_metrics``: ``Lum`` / ``sco`` AP@0.5) and
+the image-level implant AUROC from ``predict``'s probabilities. Recipes that start from a classifier
+(``init``) first train it on the training split with the quick classifier settings (``PROFILES["quick"]``),
+once per process, then transfer it with :func:`spinebench.models.transfer.init_backbone_from_classifier`.
+
+One row per recipe in ``benchmarks/results/detector_recipe_<device>.csv``: steps, images, training seconds
+(training only: validation is scored outside the loop and timed apart), the metrics, and the machine's load
+(``load_1min``; the CPU may be shared, so compare recipes per step and per image, not per second).
+
+    python benchmarks/bench_detector_recipe.py --list
+    python benchmarks/bench_detector_recipe.py --recipes v2_quick v2_transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from spinebench import FINDINGS  # noqa: E402
+from spinebench.data.dataset import SpineDataset  # noqa: E402
+from spinebench.data.records import boxes_cover_findings  # noqa: E402
+from spinebench.data.sources import load_records  # noqa: E402
+from spinebench.data.splits import assign_splits  # noqa: E402
+from spinebench.engine.profiles import PROFILES  # noqa: E402
+from spinebench.engine.runner import detection_metrics  # noqa: E402
+from spinebench.engine.train import TrainSettings, predict, train_model, transforms_for  # noqa: E402
+from spinebench.models import create_model  # noqa: E402
+from spinebench.models.transfer import body_classifier, init_backbone_from_classifier  # noqa: E402
+
+log = logging.getLogger("bench_detector_recipe")
+
+COLUMNS = ["recipe", "model", "init", "steps", "images", "train_seconds", "s_per_step", "val_seconds",
+           "val_ap50_Lum", "val_ap50_sco", "val_map_50", "val_auroc_implant", "val_auroc_scoliosis", "pretrain_seconds",
+           "load_1min", "settings", "model_kwargs", "status"]
+
+QUICK = PROFILES["quick"]
+V2, IRV2 = "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"
+#: smaller sampling and proposal counts: the RoI head (256 x 7 x 7 -> 1024) is costlier than the body at 320 px
+LEAN = dict(rpn_batch_size_per_image=64, box_batch_size_per_image=64, rpn_pre_nms_top_n_train=600,
+            rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100)
+
+
+@dataclass
+class Recipe:
+    model: str
+    settings: TrainSettings
+    model_kwargs: dict = field(default_factory=dict)
+    init: str = "none"            # "none" | "cls_inception_v3" | "body" (timm body pre-trained as a classifier)
+    freeze_bn: bool = True
+    trainable_from: str | None = None
+
+
+def _det(**kw) -> TrainSettings:
+    return replace(QUICK.detector, **kw)
+
+
+RECIPES: dict[str, Recipe] = {
+    # the current quick profile, as run-all trains it
+    "v2_quick": Recipe(V2, QUICK.detector, dict(QUICK.detector_kwargs)),
+    "irv2_quick": Recipe(IRV2, QUICK.detector, dict(QUICK.detector_kwargs)),
+    # random init, cheaper steps and more of them, higher lr with warm-up
+    "v2_lean_lr1e3": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                            dict(QUICK.detector_kwargs, **LEAN)),
+    # in-domain transfer from cls_inception_v3 (quick classifier settings)
+    "v2_transfer": Recipe(V2, QUICK.detector, dict(QUICK.detector_kwargs), init="cls_inception_v3"),
+    "v2_transfer_lean": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                               dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3"),
+    "v2_transfer_lean_6a": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                                  dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3",
+                                  trainable_from="Mixed_6a"),
+    "irv2_body_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                             dict(QUICK.detector_kwargs, **LEAN), init="body"),
+}
+
+
+def _datasets(max_side: int) -> dict[str, SpineDataset]:
+    records = assign_splits(load_records(["synth"]), seed=0)
+    full = SpineDataset(records, max_side=max_side, workers=2)
+    out = {s: full.subset([i for i, r in enumerate(records) if r["split"] == s]) for s in ("train", "val", "test")}
+    tr = out["train"]  # what run-all trains a detector on: images whose findings all have boxes
+    out["det_train"] = tr.subset([i for i, r in enumerate(tr.records)
+                                  if boxes_cover_findings([r[f] for f in FINDINGS], [b[4] for b in r["boxes"]])])
+    return out
+
+
+_pretrained: dict[str, tuple[dict, float]] = {}
+
+
+def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None) -> tuple[dict, float]:
+    """Train the classifier a recipe transfers from, on the training split only (quick classifier settings)."""
+    key = kind if kind != "body" else f"body:{detector}"
+    if key in _pretrained:
+        return _pretrained[key]
+    path = cache_dir / f"{key.replace(':', '_')}-s{seed}.pt" if cache_dir else None
+    if path and path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        _pretrained[key] = (blob["state_dict"], float(blob["seconds"]))
+        return _pretrained[key]
+    if kind == "cls_inception_v3":
+        model = create_model("cls_inception_v3", pretrained="none")
+        settings = replace(QUICK.classifier, image_size=QUICK.classifier_sizes.get("cls_inception_v3",
+                                                                                   QUICK.classifier.image_size))
+    elif kind == "body":
+        arch = create_model(detector, pretrained="none", min_size=64, max_size=64).default_cfg["backbone"]
+        model = body_classifier(arch.removeprefix("timm."))
+        settings = QUICK.classifier
+    else:
+        raise ValueError(f"unknown init {kind!r}")
+    torch.manual_seed(seed)
+    hist = train_model(model, sets["train"], sets["val"], settings=settings, device=device, seed=seed,
+                       progress=False)
+    log.info("%s pre-trained in %.0f s: val implant AUROC %.3f", key, hist["train_seconds"],
+             hist["history"][-1]["val_auroc_implant"])
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _pretrained[key] = (sd, hist["train_seconds"])
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": sd, "seconds": hist["train_seconds"]}, path)
+    return _pretrained[key]
+
+
+def _auroc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else math.nan
+
+
+def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cache_dir: Path | None = None) -> dict:
+    row = {"recipe": name, "model": recipe.model, "init": recipe.init, "settings": repr(recipe.settings),
+           "model_kwargs": repr(recipe.model_kwargs)}
+    pretrain_s = 0.0
+    state = None
+    if recipe.init != "none":
+        state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir)
+    torch.manual_seed(seed)
+    model = create_model(recipe.model, pretrained="none", **recipe.model_kwargs)
+    if state is not None:
+        rep = init_backbone_from_classifier(model, state, source=f"in-domain:{recipe.init}",
+                                            freeze_bn=recipe.freeze_bn, trainable_from=recipe.trainable_from)
+        log.info("%s: %d loaded, %d missing", name, len(rep.loaded), len(rep.missing))
+    s = recipe.settings
+    empty = sets["val"].subset([])  # validation is scored below, outside the timed loop
+    load = os.getloadavg()[0]
+    hist = train_model(model, sets["det_train"], empty, settings=s, device=device, seed=seed, progress=False)
+    steps = sum(math.ceil(h["images"] / s.batch_size) for h in hist["history"])
+    images = sum(h["images"] for h in hist["history"])
+    t0 = time.perf_counter()
+    va = sets["val"].with_transform(transforms_for(model, None, train=False))
+    pred = predict(model, va, device)
+    val_s = time.perf_counter() - t0
+    det = detection_metrics(pred)
+    row.update(steps=steps, images=images, train_seconds=round(hist["train_seconds"], 1),
+               s_per_step=round(hist["train_seconds"] / max(1, steps), 2), val_seconds=round(val_s, 1),
+               val_ap50_Lum=round(det["ap50_Lum"], 4), val_ap50_sco=round(det["ap50_sco"], 4),
+               val_map_50=round(det["map_50"], 4),
+               val_auroc_implant=round(_auroc(pred["labels"][:, 0], pred["probs"][:, 0]), 4),
+               val_auroc_scoliosis=round(_auroc(pred["labels"][:, 1], pred["probs"][:, 1]), 4),
+               pretrain_seconds=round(pretrain_s, 1), load_1min=round(max(load, os.getloadavg()[0]), 2),
+               status="ok")
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: all)")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/detector_recipe_<device>.csv)")
+    ap.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "spinebench_det_recipe"),
+                    help="where pre-trained classifiers are kept between runs (never committed)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.list:
+        for n, r in RECIPES.items():
+            print(f"{n}: {r}")
+        return 0
+    names = args.recipes or list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipes {unknown}; --list shows them")
+    device = torch.device("cpu")
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"detector_recipe_{device.type}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sets = _datasets(QUICK.cache_side)
+    for n in names:
+        try:
+            row = run_recipe(n, RECIPES[n], sets, device, args.seed, Path(args.cache_dir))
+        except Exception as e:  # noqa: BLE001 - one failing recipe becomes an error row
+            log.exception("%s failed", n)
+            row = {"recipe": n, "model": RECIPES[n].model, "status": f"error: {type(e).__name__}: {e}"}
+        new = not out.exists()
+        with open(out, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        print({k: row.get(k) for k in COLUMNS if k not in ("settings", "model_kwargs")}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

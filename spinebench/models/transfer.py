@@ -1,0 +1,160 @@
+"""In-domain transfer: start a detector's backbone from a classifier trained on the same training split.
+
+Why: the paper fine-tuned detectors whose backbones had seen millions of images (COCO / Open Images). Where no
+such weights are at hand (offline machines, ``pretrained="none"``), the next best start is the one the paper's
+own classifiers give: a network of the same family that has already learnt what implants and spines look like
+on these radiographs. From random init the two Faster R-CNNs learn nothing within a CPU budget (quick profile:
+validation ``Lum`` AP@0.5 0.03 / 0.00); the classification task is much cheaper per image (one label instead of
+anchors, proposals and RoIs), so a few hundred classifier images buy the features that the detector's few dozen
+steps then only have to localise.
+
+- ``det_faster_rcnn_inception_v2``: its body is timm's ``inception_v3``, whose module names are torchvision's
+  Inception3 names (``Conv2d_1a_3x3``, ``Mixed_5b``...), so the trained ``cls_inception_v3`` maps onto it key by
+  key (:func:`init_backbone_from_classifier`). The detector made VALID paddings SAME
+  (:func:`spinebench.models.detectors.align_feature_maps`): same weights, features shifted by at most one
+  border pixel, which is what the TF OD API does with ImageNet weights too.
+- ``det_faster_rcnn_inception_resnet_v2``: no registered classifier shares its body, so
+  :func:`body_classifier` wraps timm's ``inception_resnet_v2`` as a finding classifier behind the pixel contract
+  so it can be pre-trained on the training split by the same training loop, then transferred the same way.
+
+Provenance: the caller records where the body came from (``pretrained="in-domain:cls_inception_v3"``); the
+function writes it to ``detector.default_cfg["backbone_init"]``. ``pretrained_loaded`` keeps its meaning
+(ImageNet weights arrived) and is not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from spinebench import FINDINGS
+from spinebench.errors import SpinebenchError
+
+log = logging.getLogger(__name__)
+
+#: Prefixes a classifier's state dict may carry in front of the backbone's own names: FindingClassifier's
+#: ``net.`` and DistributedDataParallel's ``module.``.
+_PREFIXES = ("module.", "net.")
+
+
+@dataclass
+class TransferReport:
+    """What a transfer did: body keys loaded, body keys left at their init, classifier keys of other shapes,
+    classifier keys the body has no place for (heads, auxiliary classifier)."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+
+def _strip(key: str) -> str:
+    for p in _PREFIXES:
+        if key.startswith(p):
+            key = key[len(p):]
+    return key
+
+
+def load_body_state(body: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "classifier",
+                    require: str | None = None) -> TransferReport:
+    """Copy the entries of ``state_dict`` whose name (without ``net.`` / ``module.``) and shape match a key of
+    ``body`` into it; leave the rest of ``body`` as it is.
+
+    Raises SpinebenchError when nothing matches (the wrong model, or a file that is not a state dict), or when
+    ``require`` is given and a body key starting with it was not loaded (a partly matching architecture).
+    """
+    own = body.state_dict()
+    theirs = {_strip(k): v for k, v in state_dict.items()}
+    rep = TransferReport()
+    new = {}
+    for k, v in theirs.items():
+        if k not in own:
+            rep.unused.append(k)
+        elif tuple(own[k].shape) != tuple(v.shape):
+            rep.mismatched.append(f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}")
+        else:
+            new[k] = v.detach().to(own[k].dtype)
+    rep.loaded = sorted(new)
+    rep.missing = sorted(k for k in own if k not in new)
+    if not new:
+        hint = f"; shapes differ for {rep.mismatched[:3]}" if rep.mismatched else ""
+        raise SpinebenchError(f"{source}: none of its {len(theirs)} weights fits the detector body "
+                              f"({len(own)} keys, e.g. {next(iter(own), '')!r}){hint}")
+    if require is not None:
+        missed = [k for k in rep.missing if k.startswith(require)]
+        if missed:
+            raise SpinebenchError(f"{source}: {len(missed)} body weights under {require!r} have no match "
+                                  f"(e.g. {missed[0]!r})")
+    body.load_state_dict(new, strict=False)
+    return rep
+
+
+def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                                  source: str = "in-domain", freeze_bn: bool = True,
+                                  trainable_from: str | None = None) -> TransferReport:
+    """Initialise ``detector.backbone.body`` from a trained classifier's ``state_dict``, in place.
+
+    Why: a detector trained from random init learns nothing within a CPU budget; a classifier of the same
+    family trained on the same training split (``cls_inception_v3`` for ``det_faster_rcnn_inception_v2``, or
+    :func:`body_classifier` for any timm body) already knows implants, and its weights fit the body name for
+    name. The FPN and the heads stay at their init. Only weights of the TRAINING split may be used here: a
+    classifier trained on validation or test images would leak them into the detector's scores.
+
+    ``freeze_bn``: BatchNorm statistics and affine parameters of the body become constants
+    (``timm.layers.freeze_batch_norm_2d``), torchvision's rule for pretrained detection backbones: detection
+    batches of 1-4 images would otherwise overwrite statistics learnt from batches of 16.
+    ``trainable_from``: the body's children before this one (e.g. ``"Mixed_6a"``) are frozen, torchvision's
+    ``trainable_backbone_layers``; None trains the whole body.
+    ``source`` is recorded as ``detector.default_cfg["backbone_init"]`` (e.g. ``"in-domain:cls_inception_v3"``).
+
+    Returns the :class:`TransferReport`; raises SpinebenchError when no weight fits or the stem did not load.
+    """
+    body = detector.backbone.body
+    first = next(iter(body.state_dict()))
+    rep = load_body_state(body, state_dict, source=source, require=first.split(".")[0])
+    if freeze_bn:
+        from timm.layers import freeze_batch_norm_2d
+
+        detector.backbone.body = body = freeze_batch_norm_2d(body)
+    if trainable_from is not None:
+        names = [n for n, _ in body.named_children()]
+        if trainable_from not in names:
+            raise SpinebenchError(f"no stage {trainable_from!r} in the body; stages: {', '.join(names)}")
+        for n, child in body.named_children():
+            if n == trainable_from:
+                break
+            child.requires_grad_(False)
+    cfg = getattr(detector, "default_cfg", None)
+    if isinstance(cfg, dict):
+        cfg["backbone_init"] = source
+        cfg["backbone_bn"] = "frozen" if freeze_bn else "trained"
+        cfg["backbone_trainable_from"] = trainable_from
+    log.info("%s: %d body weights from %s, %d left at init, %d of other shapes", cfg.get("name", "detector")
+             if isinstance(cfg, dict) else "detector", len(rep.loaded), source, len(rep.missing), len(rep.mismatched))
+    return rep
+
+
+def body_classifier(arch: str, name: str | None = None, num_classes: int = len(FINDINGS)) -> nn.Module:
+    """timm ``arch`` (1 input channel, ``num_classes`` logits) as a finding classifier for the training loop.
+
+    For detector bodies that no registered classifier shares (``inception_resnet_v2``): pre-train it briefly on
+    the training split, then :func:`init_backbone_from_classifier` maps its state dict (``net.<timm name>``)
+    onto the detector's ``features_only`` body. Pixel contract and normalisation as the detectors: (x - 0.5) / 0.5.
+    """
+    import timm
+
+    from spinebench.models.classifiers import FindingClassifier
+
+    name = name or f"body_{arch}"
+    net = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=num_classes)
+    model = FindingClassifier(net, (0.5,), (0.5,), (75, 75), name)
+    model.pretrained_loaded = False
+    model.default_cfg = dict(name=name, task="classification", architecture=f"timm.{arch}", input_size=(299, 299),
+                             min_input_size=(75, 75), in_chans=1, num_classes=num_classes, outputs="logits",
+                             findings=FINDINGS, mean=(0.5,), std=(0.5,), weights=None,
+                             classifier=["net." + net.default_cfg.get("classifier", "fc")])
+    return model
