@@ -40,7 +40,8 @@ from spinebench.engine.profiles import PROFILES  # noqa: E402
 from spinebench.engine.runner import detection_metrics  # noqa: E402
 from spinebench.engine.train import TrainSettings, predict, train_model, transforms_for  # noqa: E402
 from spinebench.models import create_model  # noqa: E402
-from spinebench.models.transfer import body_classifier, init_backbone_from_classifier  # noqa: E402
+from spinebench.models.transfer import (INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
+                                        init_backbone_from_classifier)
 
 log = logging.getLogger("bench_detector_recipe")
 
@@ -63,6 +64,9 @@ class Recipe:
     init: str = "none"            # "none" | "cls_inception_v3" | "body" (timm body pre-trained as a classifier)
     freeze_bn: bool = True
     trainable_from: str | None = None
+    freeze_body: bool = False
+    rename: dict | None = None    # classifier -> body module names (a partial transfer, e.g. the stem only)
+    pretrain_epochs: int | None = None  # "body" pre-training: epochs of the quick classifier settings (None: its own)
 
 
 def _det(**kw) -> TrainSettings:
@@ -84,8 +88,36 @@ RECIPES: dict[str, Recipe] = {
                                   dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3",
                                   trainable_from="Mixed_6a"),
     "irv2_body_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                             dict(QUICK.detector_kwargs, **LEAN), init="body"),
+                             dict(QUICK.detector_kwargs, **LEAN), init="body", trainable_from="mixed_6a"),
+    "irv2_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                        dict(QUICK.detector_kwargs, **LEAN)),
+    # the stem only (Inception-v3's stem is Inception-ResNet-v2's), frozen; the rest from random init
+    "irv2_stem_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
+                             dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3",
+                             rename=INCEPTION_V3_STEM_TO_IRV2, trainable_from="mixed_5b"),
 }
+
+
+def _override(recipe: Recipe, items: list[str]) -> Recipe:
+    """A copy of ``recipe`` with ``KEY=VALUE`` overrides (values parsed as Python literals where they are)."""
+    import ast
+
+    settings, kwargs, fields = recipe.settings, dict(recipe.model_kwargs), {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        if key == "steps":
+            settings = replace(settings, epochs=max(1, math.ceil(value / settings.max_steps_per_epoch)))
+        elif key.startswith("kw."):
+            kwargs[key[3:]] = value
+        elif key in ("init", "freeze_bn", "trainable_from", "freeze_body", "model", "pretrain_epochs"):
+            fields[key] = value
+        else:
+            settings = replace(settings, **{key: value})
+    return replace(recipe, settings=settings, model_kwargs=kwargs, **fields)
 
 
 def _datasets(max_side: int) -> dict[str, SpineDataset]:
@@ -101,9 +133,10 @@ def _datasets(max_side: int) -> dict[str, SpineDataset]:
 _pretrained: dict[str, tuple[dict, float]] = {}
 
 
-def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None) -> tuple[dict, float]:
+def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None,
+              epochs: int | None = None) -> tuple[dict, float]:
     """Train the classifier a recipe transfers from, on the training split only (quick classifier settings)."""
-    key = kind if kind != "body" else f"body:{detector}"
+    key = kind if kind != "body" else f"body:{detector}:e{epochs or QUICK.classifier.epochs}"
     if key in _pretrained:
         return _pretrained[key]
     path = cache_dir / f"{key.replace(':', '_')}-s{seed}.pt" if cache_dir else None
@@ -118,7 +151,7 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
     elif kind == "body":
         arch = create_model(detector, pretrained="none", min_size=64, max_size=64).default_cfg["backbone"]
         model = body_classifier(arch.removeprefix("timm."))
-        settings = QUICK.classifier
+        settings = replace(QUICK.classifier, epochs=epochs or QUICK.classifier.epochs)
     else:
         raise ValueError(f"unknown init {kind!r}")
     torch.manual_seed(seed)
@@ -146,13 +179,16 @@ def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cac
     pretrain_s = 0.0
     state = None
     if recipe.init != "none":
-        state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir)
+        state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir, recipe.pretrain_epochs)
     torch.manual_seed(seed)
     model = create_model(recipe.model, pretrained="none", **recipe.model_kwargs)
     if state is not None:
         rep = init_backbone_from_classifier(model, state, source=f"in-domain:{recipe.init}",
-                                            freeze_bn=recipe.freeze_bn, trainable_from=recipe.trainable_from)
+                                            freeze_bn=recipe.freeze_bn, trainable_from=recipe.trainable_from,
+                                            rename=recipe.rename)
         log.info("%s: %d loaded, %d missing", name, len(rep.loaded), len(rep.missing))
+        if recipe.freeze_body:  # the whole body fixed: only the FPN and the heads train
+            model.backbone.body.requires_grad_(False)
     s = recipe.settings
     empty = sets["val"].subset([])  # validation is scored below, outside the timed loop
     load = os.getloadavg()[0]
@@ -179,6 +215,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: all)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override recipe fields for this run: TrainSettings fields (epochs=10 lr=2e-3), "
+                         "'steps' (total steps: sets epochs), trainable_from, or kw.<create_model kwarg>")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/detector_recipe_<device>.csv)")
     ap.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "spinebench_det_recipe"),
@@ -190,6 +229,11 @@ def main(argv=None) -> int:
             print(f"{n}: {r}")
         return 0
     names = args.recipes or list(RECIPES)
+    if args.set:
+        for n in names:
+            if n in RECIPES:
+                RECIPES[n + "@" + ",".join(args.set)] = _override(RECIPES[n], args.set)
+        names = [n + "@" + ",".join(args.set) for n in names]
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         ap.error(f"unknown recipes {unknown}; --list shows them")

@@ -130,3 +130,20 @@ def test_body_classifier_pretrains_the_inception_resnet_v2_body():
     rep = init_backbone_from_classifier(det, state, source="in-domain:body_inception_resnet_v2")
     assert rep.missing == [] and sorted(rep.unused) == ["classif.bias", "classif.weight"]
     assert torch.equal(det.backbone.body.state_dict()["conv2d_1a.conv.weight"], state["net.conv2d_1a.conv.weight"])
+
+
+def test_inception_v3_stem_starts_the_inception_resnet_v2_stem(inception_cls_state):
+    """A partial transfer: the five stem layers load and their BatchNorm is frozen; the stages left at their init
+    keep a BatchNorm that trains (a frozen one that never saw data would normalise nothing)."""
+    from spinebench.models.transfer import INCEPTION_V3_STEM_TO_IRV2
+
+    det = create_model("det_faster_rcnn_inception_resnet_v2", **DET_KW)
+    rep = init_backbone_from_classifier(det, inception_cls_state, rename=INCEPTION_V3_STEM_TO_IRV2,
+                                        trainable_from="mixed_5b")
+    assert {k.split(".")[0] for k in rep.loaded} == set(INCEPTION_V3_STEM_TO_IRV2.values())
+    body = det.backbone.body
+    assert torch.equal(body.state_dict()["conv2d_4a.conv.weight"], inception_cls_state["net.Conv2d_4a_3x3.conv.weight"])
+    assert not isinstance(body.conv2d_4a.bn, torch.nn.BatchNorm2d)      # frozen
+    assert isinstance(body.mixed_5b.branch0.bn, torch.nn.BatchNorm2d)   # still trains
+    assert not any(p.requires_grad for p in body.conv2d_4a.parameters())
+    assert all(p.requires_grad for p in body.mixed_5b.parameters())

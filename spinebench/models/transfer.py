@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 #: ``net.`` and DistributedDataParallel's ``module.``.
 _PREFIXES = ("module.", "net.")
 
+#: Inception-v3's stem (Conv2d_1a_3x3 ... Conv2d_4a_3x3, 32-32-64-80-192 channels) is Inception-ResNet-v2's stem
+#: layer for layer, same shapes: ``cls_inception_v3`` can start ``det_faster_rcnn_inception_resnet_v2``'s stem.
+INCEPTION_V3_STEM_TO_IRV2 = {"Conv2d_1a_3x3": "conv2d_1a", "Conv2d_2a_3x3": "conv2d_2a", "Conv2d_2b_3x3": "conv2d_2b",
+                             "Conv2d_3b_1x1": "conv2d_3b", "Conv2d_4a_3x3": "conv2d_4a"}
+
 
 @dataclass
 class TransferReport:
@@ -52,23 +57,26 @@ class TransferReport:
     unused: list[str] = field(default_factory=list)
 
 
-def _strip(key: str) -> str:
+def _strip(key: str, rename: Mapping[str, str] | None = None) -> str:
     for p in _PREFIXES:
         if key.startswith(p):
             key = key[len(p):]
+    if rename:
+        head, dot, rest = key.partition(".")
+        key = rename.get(head, head) + dot + rest
     return key
 
 
 def load_body_state(body: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "classifier",
-                    require: str | None = None) -> TransferReport:
-    """Copy the entries of ``state_dict`` whose name (without ``net.`` / ``module.``) and shape match a key of
-    ``body`` into it; leave the rest of ``body`` as it is.
+                    require: str | None = None, rename: Mapping[str, str] | None = None) -> TransferReport:
+    """Copy the entries of ``state_dict`` whose name (without ``net.`` / ``module.``, top-level module renamed
+    by ``rename``) and shape match a key of ``body`` into it; leave the rest of ``body`` as it is.
 
     Raises SpinebenchError when nothing matches (the wrong model, or a file that is not a state dict), or when
     ``require`` is given and a body key starting with it was not loaded (a partly matching architecture).
     """
     own = body.state_dict()
-    theirs = {_strip(k): v for k, v in state_dict.items()}
+    theirs = {_strip(k, rename): v for k, v in state_dict.items()}
     rep = TransferReport()
     new = {}
     for k, v in theirs.items():
@@ -95,7 +103,8 @@ def load_body_state(body: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
 
 def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
                                   source: str = "in-domain", freeze_bn: bool = True,
-                                  trainable_from: str | None = None) -> TransferReport:
+                                  trainable_from: str | None = None,
+                                  rename: Mapping[str, str] | None = None) -> TransferReport:
     """Initialise ``detector.backbone.body`` from a trained classifier's ``state_dict``, in place.
 
     Why: a detector trained from random init learns nothing within a CPU budget; a classifier of the same
@@ -104,9 +113,13 @@ def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, 
     name. The FPN and the heads stay at their init. Only weights of the TRAINING split may be used here: a
     classifier trained on validation or test images would leak them into the detector's scores.
 
-    ``freeze_bn``: BatchNorm statistics and affine parameters of the body become constants
+    ``freeze_bn``: BatchNorm statistics and affine parameters of the body's transferred stages become constants
     (``timm.layers.freeze_batch_norm_2d``), torchvision's rule for pretrained detection backbones: detection
-    batches of 1-4 images would otherwise overwrite statistics learnt from batches of 16.
+    batches of 1-4 images would otherwise overwrite statistics learnt from batches of 16. Stages left partly at
+    their init (a partial transfer, ``rename``) keep training theirs: a frozen BatchNorm that never saw data
+    would normalise nothing.
+    ``rename``: top-level module names of the classifier -> the body's, for bodies of another family that share
+    some stages (:data:`INCEPTION_V3_STEM_TO_IRV2`).
     ``trainable_from``: the body's children before this one (e.g. ``"Mixed_6a"``) are frozen, torchvision's
     ``trainable_backbone_layers``; None trains the whole body.
     ``source`` is recorded as ``detector.default_cfg["backbone_init"]`` (e.g. ``"in-domain:cls_inception_v3"``).
@@ -115,11 +128,17 @@ def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, 
     """
     body = detector.backbone.body
     first = next(iter(body.state_dict()))
-    rep = load_body_state(body, state_dict, source=source, require=first.split(".")[0])
+    rep = load_body_state(body, state_dict, source=source, require=first.split(".")[0], rename=rename)
     if freeze_bn:
         from timm.layers import freeze_batch_norm_2d
 
-        detector.backbone.body = body = freeze_batch_norm_2d(body)
+        if not rep.missing:
+            detector.backbone.body = body = freeze_batch_norm_2d(body)
+        else:
+            partial = {k.split(".")[0] for k in rep.missing}
+            for n, child in list(body.named_children()):
+                if n not in partial:
+                    setattr(body, n, freeze_batch_norm_2d(child))
     if trainable_from is not None:
         names = [n for n, _ in body.named_children()]
         if trainable_from not in names:
