@@ -45,7 +45,7 @@ from spinebench.models.transfer import (INCEPTION_V3_STEM_TO_IRV2, body_classifi
 
 log = logging.getLogger("bench_detector_recipe")
 
-COLUMNS = ["recipe", "model", "init", "steps", "images", "train_seconds", "s_per_step", "val_seconds",
+COLUMNS = ["recipe", "model", "init", "seed", "det_seed", "steps", "images", "train_seconds", "s_per_step", "val_seconds",
            "val_ap50_Lum", "val_ap50_sco", "val_map_50", "val_auroc_implant", "val_auroc_scoliosis", "pretrain_seconds",
            "load_1min", "settings", "model_kwargs", "status"]
 
@@ -173,26 +173,27 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else math.nan
 
 
-def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cache_dir: Path | None = None) -> dict:
-    row = {"recipe": name, "model": recipe.model, "init": recipe.init, "settings": repr(recipe.settings),
-           "model_kwargs": repr(recipe.model_kwargs)}
+def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cache_dir: Path | None = None,
+               det_seed: int | None = None) -> dict:
+    det_seed = seed if det_seed is None else det_seed
+    row = {"recipe": name, "model": recipe.model, "init": recipe.init, "seed": seed, "det_seed": det_seed,
+           "settings": repr(recipe.settings), "model_kwargs": repr(recipe.model_kwargs)}
     pretrain_s = 0.0
     state = None
     if recipe.init != "none":
         state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir, recipe.pretrain_epochs)
-    torch.manual_seed(seed)
+    torch.manual_seed(det_seed)
     model = create_model(recipe.model, pretrained="none", **recipe.model_kwargs)
     if state is not None:
         rep = init_backbone_from_classifier(model, state, source=f"in-domain:{recipe.init}",
                                             freeze_bn=recipe.freeze_bn, trainable_from=recipe.trainable_from,
-                                            rename=recipe.rename)
+                                            freeze_body=recipe.freeze_body, rename=recipe.rename)
         log.info("%s: %d loaded, %d missing", name, len(rep.loaded), len(rep.missing))
-        if recipe.freeze_body:  # the whole body fixed: only the FPN and the heads train
-            model.backbone.body.requires_grad_(False)
     s = recipe.settings
     empty = sets["val"].subset([])  # validation is scored below, outside the timed loop
     load = os.getloadavg()[0]
-    hist = train_model(model, sets["det_train"], empty, settings=s, device=device, seed=seed, progress=False)
+    hist = train_model(model, sets["det_train"], empty, settings=s, device=device, seed=det_seed,
+                       progress=False)
     steps = sum(math.ceil(h["images"] / s.batch_size) for h in hist["history"])
     images = sum(h["images"] for h in hist["history"])
     t0 = time.perf_counter()
@@ -218,7 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override recipe fields for this run: TrainSettings fields (epochs=10 lr=2e-3), "
                          "'steps' (total steps: sets epochs), trainable_from, or kw.<create_model kwarg>")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the classifier pre-training")
+    ap.add_argument("--det-seed", type=int, default=None, help="seed of the detector's training (default: --seed)")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/detector_recipe_<device>.csv)")
     ap.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "spinebench_det_recipe"),
                     help="where pre-trained classifiers are kept between runs (never committed)")
@@ -243,7 +245,7 @@ def main(argv=None) -> int:
     sets = _datasets(QUICK.cache_side)
     for n in names:
         try:
-            row = run_recipe(n, RECIPES[n], sets, device, args.seed, Path(args.cache_dir))
+            row = run_recipe(n, RECIPES[n], sets, device, args.seed, Path(args.cache_dir), args.det_seed)
         except Exception as e:  # noqa: BLE001 - one failing recipe becomes an error row
             log.exception("%s failed", n)
             row = {"recipe": n, "model": RECIPES[n].model, "status": f"error: {type(e).__name__}: {e}"}

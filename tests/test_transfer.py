@@ -147,3 +147,17 @@ def test_inception_v3_stem_starts_the_inception_resnet_v2_stem(inception_cls_sta
     assert isinstance(body.mixed_5b.branch0.bn, torch.nn.BatchNorm2d)   # still trains
     assert not any(p.requires_grad for p in body.conv2d_4a.parameters())
     assert all(p.requires_grad for p in body.mixed_5b.parameters())
+
+
+@pytest.mark.parametrize("name", ["det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"])
+def test_every_detector_has_an_in_domain_plan(name, inception_cls_state):
+    from spinebench.models import list_models
+    from spinebench.models.transfer import IN_DOMAIN, init_in_domain
+
+    assert set(IN_DOMAIN) == set(list_models("detection"))
+    det = create_model(name, **DET_KW)
+    rep, pretrained = init_in_domain(det, inception_cls_state)
+    assert pretrained.startswith("in-domain:" + IN_DOMAIN[name].classifier)
+    assert det.default_cfg["backbone_init"] == pretrained and rep.loaded
+    with pytest.raises(SpinebenchError, match="no in-domain transfer"):
+        init_in_domain(det, inception_cls_state, name="det_unknown")

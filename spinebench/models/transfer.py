@@ -46,6 +46,31 @@ INCEPTION_V3_STEM_TO_IRV2 = {"Conv2d_1a_3x3": "conv2d_1a", "Conv2d_2a_3x3": "con
                              "Conv2d_3b_1x1": "conv2d_3b", "Conv2d_4a_3x3": "conv2d_4a"}
 
 
+@dataclass(frozen=True)
+class InDomainPlan:
+    """How a detector starts from a classifier trained on the training split (see the module docstring)."""
+
+    classifier: str                          # the registered classifier to train first
+    rename: Mapping[str, str] | None = None  # its module names -> the body's (partial transfers)
+    trainable_from: str | None = None        # first body stage that trains (earlier ones frozen)
+    freeze_body: bool = False
+
+    @property
+    def pretrained(self) -> str:
+        """The provenance string a result row records, e.g. ``"in-domain:cls_inception_v3"``."""
+        return f"in-domain:{self.classifier}" + (":stem" if self.rename else "")
+
+
+#: Each detector's in-domain start (measured with benchmarks/bench_detector_recipe.py on validation).
+IN_DOMAIN: dict[str, InDomainPlan] = {
+    # the whole body from cls_inception_v3; stem to Mixed_5d frozen (cheaper steps, and it learnt more per step)
+    "det_faster_rcnn_inception_v2": InDomainPlan("cls_inception_v3", trainable_from="Mixed_6a"),
+    # only the stem fits; it is frozen, the rest trains from random init
+    "det_faster_rcnn_inception_resnet_v2": InDomainPlan("cls_inception_v3", rename=INCEPTION_V3_STEM_TO_IRV2,
+                                                        trainable_from="mixed_5b"),
+}
+
+
 @dataclass
 class TransferReport:
     """What a transfer did: body keys loaded, body keys left at their init, classifier keys of other shapes,
@@ -103,7 +128,7 @@ def load_body_state(body: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
 
 def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
                                   source: str = "in-domain", freeze_bn: bool = True,
-                                  trainable_from: str | None = None,
+                                  trainable_from: str | None = None, freeze_body: bool = False,
                                   rename: Mapping[str, str] | None = None) -> TransferReport:
     """Initialise ``detector.backbone.body`` from a trained classifier's ``state_dict``, in place.
 
@@ -121,7 +146,10 @@ def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, 
     ``rename``: top-level module names of the classifier -> the body's, for bodies of another family that share
     some stages (:data:`INCEPTION_V3_STEM_TO_IRV2`).
     ``trainable_from``: the body's children before this one (e.g. ``"Mixed_6a"``) are frozen, torchvision's
-    ``trainable_backbone_layers``; None trains the whole body.
+    ``trainable_backbone_layers``; None trains the whole body. ``freeze_body``: no body weight trains (only the
+    FPN and the heads): the cheapest step (no backward through the body). Build such a detector with
+    ``fpn_norm="gn"``: a classifier's last maps are ~10x larger than at init (Mixed_7c std ~7 after the quick
+    classifier run), and a plain FPN passes that on to untrained heads (first losses ~50 instead of ~2).
     ``source`` is recorded as ``detector.default_cfg["backbone_init"]`` (e.g. ``"in-domain:cls_inception_v3"``).
 
     Returns the :class:`TransferReport`; raises SpinebenchError when no weight fits or the stem did not load.
@@ -139,7 +167,9 @@ def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, 
             for n, child in list(body.named_children()):
                 if n not in partial:
                     setattr(body, n, freeze_batch_norm_2d(child))
-    if trainable_from is not None:
+    if freeze_body:
+        body.requires_grad_(False)
+    elif trainable_from is not None:
         names = [n for n, _ in body.named_children()]
         if trainable_from not in names:
             raise SpinebenchError(f"no stage {trainable_from!r} in the body; stages: {', '.join(names)}")
@@ -151,7 +181,7 @@ def init_backbone_from_classifier(detector: nn.Module, state_dict: Mapping[str, 
     if isinstance(cfg, dict):
         cfg["backbone_init"] = source
         cfg["backbone_bn"] = "frozen" if freeze_bn else "trained"
-        cfg["backbone_trainable_from"] = trainable_from
+        cfg["backbone_trainable_from"] = "frozen" if freeze_body else trainable_from
     log.info("%s: %d body weights from %s, %d left at init, %d of other shapes", cfg.get("name", "detector")
              if isinstance(cfg, dict) else "detector", len(rep.loaded), source, len(rep.missing), len(rep.mismatched))
     return rep
@@ -177,3 +207,18 @@ def body_classifier(arch: str, name: str | None = None, num_classes: int = len(F
                              findings=FINDINGS, mean=(0.5,), std=(0.5,), weights=None,
                              classifier=["net." + net.default_cfg.get("classifier", "fc")])
     return model
+
+
+def init_in_domain(detector: nn.Module, classifier_state: Mapping[str, torch.Tensor],
+                   name: str | None = None) -> tuple[TransferReport, str]:
+    """Start ``detector`` from ``classifier_state`` as :data:`IN_DOMAIN` plans it for the detector's name.
+
+    Returns (report, the ``pretrained`` string to record). Raises SpinebenchError for a detector without a plan.
+    """
+    name = name or detector.default_cfg["name"]
+    if name not in IN_DOMAIN:
+        raise SpinebenchError(f"no in-domain transfer for {name}; planned for: {', '.join(IN_DOMAIN)}")
+    plan = IN_DOMAIN[name]
+    rep = init_backbone_from_classifier(detector, classifier_state, source=plan.pretrained, rename=plan.rename,
+                                        trainable_from=plan.trainable_from, freeze_body=plan.freeze_body)
+    return rep, plan.pretrained
