@@ -33,7 +33,7 @@ def _one_step(model: torch.nn.Module) -> dict:
     with torch.no_grad():
         for p in model.parameters():
             if p.grad is not None:
-                p -= 0.5 * p.grad
+                p -= 0.01 * p.grad
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -161,3 +161,22 @@ def test_every_detector_has_an_in_domain_plan(name, inception_cls_state):
     assert det.default_cfg["backbone_init"] == pretrained and rep.loaded
     with pytest.raises(SpinebenchError, match="no in-domain transfer"):
         init_in_domain(det, inception_cls_state, name="det_unknown")
+
+
+def test_groupnorm_fpn_tames_a_transferred_bodys_scale(inception_cls_state):
+    """fpn_norm="gn": whatever the scale of the (frozen, transferred) body's maps, the FPN hands unit-scale maps
+    to the heads; a plain FPN passes a trained classifier's larger maps on. Unknown norms are refused."""
+    x = torch.rand(1, 1, 128, 96)
+    stds = {}
+    for norm in (None, "gn"):
+        torch.manual_seed(0)
+        det = create_model("det_faster_rcnn_inception_v2", fpn_norm=norm, **DET_KW)
+        init_backbone_from_classifier(det, inception_cls_state, freeze_body=True)
+        assert not any(p.requires_grad for p in det.backbone.body.parameters())
+        assert det.default_cfg["fpn_norm"] == norm
+        with torch.no_grad():
+            stds[norm] = [float(f.std()) for f in det.backbone((x - 0.5) / 0.5).values()]
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in det.backbone.fpn.modules())
+    assert all(abs(s - 1) < 0.05 for s in stds["gn"])
+    with pytest.raises(SpinebenchError, match="fpn_norm"):
+        create_model("det_faster_rcnn_inception_v2", fpn_norm="bn", **DET_KW)

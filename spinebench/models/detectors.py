@@ -19,7 +19,11 @@ Design, shared by both (the "why" of each choice):
 - ``pretrained`` loads the ImageNet backbone (timm; first conv summed to one channel). COCO / Open Images
   weights for these exact detectors exist in neither torchvision nor timm. With ImageNet weights the backbone's
   BatchNorm is frozen (torchvision's rule for pretrained detection backbones: detection batches are 1-4 images);
-  from random init it trains.
+  from random init it trains. Without ImageNet weights, :mod:`spinebench.models.transfer` starts the body from a
+  classifier trained on the training split (in-domain transfer) and freezes its BatchNorm the same way.
+- ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
+  body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
+  FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
 """
 
 from __future__ import annotations
