@@ -11,7 +11,8 @@ One row per recipe in ``benchmarks/results/detector_recipe_<device>.csv``: steps
 (``load_1min``; the CPU may be shared, so compare recipes per step and per image, not per second).
 
     python benchmarks/bench_detector_recipe.py --list
-    python benchmarks/bench_detector_recipe.py --recipes v2_quick v2_transfer
+    python benchmarks/bench_detector_recipe.py --recipes v2_quick v2_in_domain
+    python benchmarks/bench_detector_recipe.py --recipes v2_transfer_lean_6a --set lr=3e-4 steps=120
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from spinebench.engine.profiles import PROFILES  # noqa: E402
 from spinebench.engine.runner import detection_metrics  # noqa: E402
 from spinebench.engine.train import TrainSettings, predict, train_model, transforms_for  # noqa: E402
 from spinebench.models import create_model  # noqa: E402
-from spinebench.models.transfer import (INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
+from spinebench.models.transfer import (IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
                                         init_backbone_from_classifier)
 
 log = logging.getLogger("bench_detector_recipe")
@@ -51,9 +52,15 @@ COLUMNS = ["recipe", "model", "init", "seed", "det_seed", "steps", "images", "tr
 
 QUICK = PROFILES["quick"]
 V2, IRV2 = "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"
+#: the quick profile's detector schedule before this benchmark (3 x 10 steps at 2e-4), and its model kwargs
+OLD_QUICK = TrainSettings(epochs=3, batch_size=2, lr=2e-4, patience=3, warmup_epochs=0.2, max_steps_per_epoch=10,
+                          val_every=0, checkpoint_every_s=60)
+OLD_KW = {"min_size": 256, "max_size": 320}
 #: smaller sampling and proposal counts: the RoI head (256 x 7 x 7 -> 1024) is costlier than the body at 320 px
 LEAN = dict(rpn_batch_size_per_image=64, box_batch_size_per_image=64, rpn_pre_nms_top_n_train=600,
             rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100)
+#: 4 x 12 steps at 1e-3 (exploration schedule; ``--set steps=120`` for the profile's length)
+SHORT = replace(OLD_QUICK, epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5)
 
 
 @dataclass
@@ -69,32 +76,34 @@ class Recipe:
     pretrain_epochs: int | None = None  # "body" pre-training: epochs of the quick classifier settings (None: its own)
 
 
-def _det(**kw) -> TrainSettings:
-    return replace(QUICK.detector, **kw)
+def _planned(model: str) -> Recipe:
+    """The quick profile as run-all trains the detector, started as models.transfer.IN_DOMAIN plans it."""
+    plan = IN_DOMAIN[model]
+    return Recipe(model, QUICK.detector, dict(QUICK.detector_kwargs), init=plan.classifier,
+                  trainable_from=plan.trainable_from, freeze_body=plan.freeze_body,
+                  rename=dict(plan.rename) if plan.rename else None)
 
 
 RECIPES: dict[str, Recipe] = {
-    # the current quick profile, as run-all trains it
+    # the quick profile before this benchmark, random init
+    "v2_quick_old": Recipe(V2, OLD_QUICK, OLD_KW),
+    "irv2_quick_old": Recipe(IRV2, OLD_QUICK, OLD_KW),
+    # the quick profile now: random init (what run-all does until it calls init_in_domain), then as planned
     "v2_quick": Recipe(V2, QUICK.detector, dict(QUICK.detector_kwargs)),
     "irv2_quick": Recipe(IRV2, QUICK.detector, dict(QUICK.detector_kwargs)),
-    # random init, cheaper steps and more of them, higher lr with warm-up
-    "v2_lean_lr1e3": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                            dict(QUICK.detector_kwargs, **LEAN)),
-    # in-domain transfer from cls_inception_v3 (quick classifier settings)
-    "v2_transfer": Recipe(V2, QUICK.detector, dict(QUICK.detector_kwargs), init="cls_inception_v3"),
-    "v2_transfer_lean": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                               dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3"),
-    "v2_transfer_lean_6a": Recipe(V2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                                  dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3",
-                                  trainable_from="Mixed_6a"),
-    "irv2_body_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                             dict(QUICK.detector_kwargs, **LEAN), init="body", trainable_from="mixed_6a"),
-    "irv2_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                        dict(QUICK.detector_kwargs, **LEAN)),
+    "v2_in_domain": _planned(V2),
+    "irv2_in_domain": _planned(IRV2),
+    # exploration (see --set to vary them)
+    "v2_transfer_old": Recipe(V2, OLD_QUICK, OLD_KW, init="cls_inception_v3"),
+    "v2_lean_lr1e3": Recipe(V2, SHORT, dict(OLD_KW, **LEAN)),
+    "v2_transfer_lean": Recipe(V2, SHORT, dict(OLD_KW, **LEAN), init="cls_inception_v3"),
+    "v2_transfer_lean_6a": Recipe(V2, SHORT, dict(OLD_KW, **LEAN), init="cls_inception_v3", trainable_from="Mixed_6a"),
+    "irv2_lean": Recipe(IRV2, SHORT, dict(OLD_KW, **LEAN)),
     # the stem only (Inception-v3's stem is Inception-ResNet-v2's), frozen; the rest from random init
-    "irv2_stem_lean": Recipe(IRV2, _det(epochs=4, max_steps_per_epoch=12, lr=1e-3, warmup_epochs=0.5),
-                             dict(QUICK.detector_kwargs, **LEAN), init="cls_inception_v3",
+    "irv2_stem_lean": Recipe(IRV2, SHORT, dict(OLD_KW, **LEAN), init="cls_inception_v3",
                              rename=INCEPTION_V3_STEM_TO_IRV2, trainable_from="mixed_5b"),
+    # its own body pre-trained as a classifier on the training split, then transferred
+    "irv2_body_lean": Recipe(IRV2, SHORT, dict(OLD_KW, **LEAN), init="body", trainable_from="mixed_6a"),
 }
 
 
