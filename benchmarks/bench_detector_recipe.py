@@ -79,9 +79,10 @@ class Recipe:
 def _planned(model: str) -> Recipe:
     """The quick profile as run-all trains the detector, started as models.transfer.IN_DOMAIN plans it."""
     plan = IN_DOMAIN[model]
-    return Recipe(model, QUICK.detector, dict(QUICK.detector_kwargs), init=plan.classifier,
+    return Recipe(model, QUICK.detector, dict(QUICK.detector_kwargs, **plan.model_kwargs),
+                  init="body" if plan.classifier.startswith("body:") else plan.classifier,
                   trainable_from=plan.trainable_from, freeze_body=plan.freeze_body,
-                  rename=dict(plan.rename) if plan.rename else None)
+                  rename=dict(plan.rename) if plan.rename else None, pretrain_epochs=plan.pretrain_epochs)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -155,12 +155,19 @@ def test_every_detector_has_an_in_domain_plan(name, inception_cls_state):
     from spinebench.models.transfer import IN_DOMAIN, init_in_domain
 
     assert set(IN_DOMAIN) == set(list_models("detection"))
-    det = create_model(name, **DET_KW)
-    rep, pretrained = init_in_domain(det, inception_cls_state)
-    assert pretrained.startswith("in-domain:" + IN_DOMAIN[name].classifier)
-    assert det.default_cfg["backbone_init"] == pretrained and rep.loaded
+    plan = IN_DOMAIN[name]
+    state = inception_cls_state if plan.classifier == "cls_inception_v3" else plan.make_classifier().state_dict()
+    if plan.model_kwargs:  # built without what the plan needs: refused, not silently worse
+        with pytest.raises(SpinebenchError, match="needs the detector built with"):
+            init_in_domain(create_model(name, **DET_KW), state)
+    det = create_model(name, **DET_KW, **plan.model_kwargs)
+    rep, pretrained = init_in_domain(det, state)
+    assert pretrained == "in-domain:" + plan.classifier and rep.missing == []
+    assert det.default_cfg["backbone_init"] == pretrained
+    trains = {n for n, p in det.backbone.body.named_parameters() if p.requires_grad}
+    assert not trains if plan.freeze_body else trains
     with pytest.raises(SpinebenchError, match="no in-domain transfer"):
-        init_in_domain(det, inception_cls_state, name="det_unknown")
+        init_in_domain(det, state, name="det_unknown")
 
 
 def test_groupnorm_fpn_tames_a_transferred_bodys_scale(inception_cls_state):
