@@ -203,4 +203,5 @@ def test_a_transferred_detectors_weights_load_into_a_fresh_one(inception_cls_sta
     x = [torch.rand(1, 128, 96)]
     with torch.no_grad():
         a, b = det.backbone(x[0][None]), fresh.backbone(x[0][None])
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # relative: a barely trained Inception's maps are huge in eval mode (running statistics of one batch)
+    assert all(float((a[k] - b[k]).abs().max()) <= 1e-4 * float(a[k].abs().max()) for k in a)
