@@ -53,7 +53,8 @@ PROFILES = {
         # costs more than the body at 320 px: 0.9 s/step instead of 1.4-1.8). On validation (bench_detector_recipe,
         # one seed, 2-core CPU) Inception-v2 from random init: Lum AP@0.5 0.03, implant AUROC 0.69 (0.00 / 0.54
         # with the old 3 x 10 steps at 2e-4); started from cls_inception_v3 (models.transfer.init_in_domain):
-        # 0.31-0.33 / 0.93. Inception-ResNet-v2 costs ~2.2 s/step here (~260 s for these 120 steps).
+        # 0.25-0.33 / 0.87-0.93 (3 runs). Inception-ResNet-v2 from random init costs ~2.2 s/step (~260 s for these
+        # 120 steps); as IN_DOMAIN plans it (own body pre-trained ~75 s, then frozen) ~1 s/step: 0.18 / 0.94.
         detector=TrainSettings(epochs=10, batch_size=2, lr=1e-3, patience=3, warmup_epochs=0.5,
                                max_steps_per_epoch=12, val_every=0, checkpoint_every_s=60),
         detector_kwargs={"min_size": 256, "max_size": 320, "rpn_batch_size_per_image": 64,
