@@ -323,9 +323,9 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
         raise SpinebenchError(f"{name} has {len(train)}/{len(val)}/{len(test)} train/val/test images it can use "
                               f"({task.name}); it needs some in every split")
     settings = ctx.settings(name, len(train))
-    kwargs = task.model_kwargs(ctx.profile, settings)
+    kwargs = {**task.model_kwargs(ctx.profile, settings), **_transfer_kwargs(name, ctx)}
     model = create_model(name, pretrained=ctx.pretrained, **kwargs)
-    _transfer_into(model, name, ctx)
+    pretrain_s = _transfer_into(model, name, ctx, train, val, settings, seed)
     tag = f"{name}-s{seed}"
     fit = train_model(model, train, val, settings=settings, device=ctx.device, seed=seed,
                       checkpoint_path=ctx.run_dir / "checkpoints" / f"{tag}.pt", resume=ctx.resume,
@@ -343,10 +343,10 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     row = make_row(**context, model=name, task=task.name, paper_name=info.get("paper_name", ""),
                    pretrained=bool(model.pretrained_loaded), epochs=fit["epochs_run"],
                    input_size="x".join(str(int(v)) for v in input_size), params_m=round(info["params_m"], 3),
-                   train_seconds=round(fit["train_seconds"], 1),
+                   train_seconds=round(fit["train_seconds"] + pretrain_s, 1),
                    latency_ms=round(measure_latency(model, test, ctx.device, settings.image_size), 2), status="ok",
                    **{k: v for k, v in metrics.items() if k in RESULT_COLUMNS and k not in context})
-    if any(spec["from"] == name for spec in ctx.profile.transfer.values()):
+    if name in _transfer_sources(ctx):  # a later model of the run starts from this one
         ctx.trained[name] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if ctx.rank == 0:
         task.write_predictions(ctx.run_dir / "predictions" / f"{tag}{task.predictions_suffix}.csv", test_pred,
@@ -360,29 +360,54 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     return row, extra
 
 
-def _transfer_into(model, name: str, ctx: RunContext) -> None:
-    """In-domain transfer (``Profile.transfer``): start ``model``'s backbone from a model this run trained before
-    it on the same training split; ``model.pretrained_source`` records it (``in-domain:<model>``), and the row's
-    ``pretrained`` column keeps meaning ImageNet weights."""
-    spec = ctx.profile.transfer.get(name)
-    if not spec or model.pretrained_loaded:  # ImageNet weights, where they arrived, come first
-        return
-    source = spec["from"]
-    if source not in ctx.trained:  # a resumed run: the source finished in an earlier session and saved its weights
-        from spinebench.weights import read_records
+def _transfer_sources(ctx: RunContext) -> set[str]:
+    from spinebench.models.transfer import IN_DOMAIN
 
-        rec = read_records(ctx.weights_dir).get(source) if ctx.weights_dir.is_dir() else None
-        if rec is not None and rec.run_id == ctx.run_id and rec.file and rec.path.is_file():
-            ctx.trained[source] = rec.state_dict()
-    if source not in ctx.trained:
-        log.warning("%s: trained from random init (%s, its in-domain start, was not trained earlier in this run)",
-                    name, source)
-        return
-    from spinebench.models.transfer import init_backbone_from_classifier
+    return {IN_DOMAIN[m].classifier for m in ctx.profile.transfer if m in IN_DOMAIN}
 
-    init_backbone_from_classifier(model, ctx.trained[source], source=f"in-domain:{source}",
-                                  trainable_from=spec.get("trainable_from"))
-    model.pretrained_source = f"in-domain:{source}"
+
+def _transfer_kwargs(name: str, ctx: RunContext) -> dict:
+    """What the model must be built with for its in-domain start (a frozen body wants a GroupNorm FPN)."""
+    if name not in ctx.profile.transfer:
+        return {}
+    from spinebench.models.transfer import IN_DOMAIN
+
+    return dict(IN_DOMAIN[name].model_kwargs) if name in IN_DOMAIN else {}
+
+
+def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed: int) -> float:
+    """In-domain transfer (``Profile.transfer``, plans in ``spinebench.models.transfer.IN_DOMAIN``): start the
+    model's backbone from a classifier this run trained before it on the same training split, or from its own body
+    pre-trained as a classifier here (its seconds, returned, count as the model's training time). Only this run's
+    training split is ever used: weights of another run or split have seen this run's validation and test images.
+    ``model.pretrained_source`` records it (``in-domain:<classifier>``); the row's ``pretrained`` column keeps
+    meaning ImageNet weights."""
+    from spinebench.models.transfer import IN_DOMAIN, init_in_domain
+
+    if name not in ctx.profile.transfer or name not in IN_DOMAIN or model.pretrained_loaded:
+        return 0.0  # ImageNet weights, where they arrived, come first
+    plan, t0 = IN_DOMAIN[name], time.perf_counter()
+    if plan.classifier.startswith("body:"):
+        body = plan.make_classifier()
+        budget = settings.extra.get("pretrain_s")
+        cls_settings = replace(ctx.profile.classifier, final_checkpoint=False, time_budget_s=budget,
+                               epochs=plan.pretrain_epochs or ctx.profile.classifier.epochs)
+        train_model(body, train, val, settings=cls_settings, device=ctx.device, seed=seed, progress=False)
+        state = body.state_dict()
+    else:
+        if plan.classifier not in ctx.trained:  # a resumed run: the source finished in an earlier session
+            from spinebench.weights import read_records
+
+            rec = read_records(ctx.weights_dir).get(plan.classifier) if ctx.weights_dir.is_dir() else None
+            if rec is not None and rec.run_id == ctx.run_id and rec.file and rec.path.is_file():
+                ctx.trained[plan.classifier] = rec.state_dict()
+        if plan.classifier not in ctx.trained:
+            log.warning("%s: trained from random init (%s, its in-domain start, was not trained earlier in this "
+                        "run)", name, plan.classifier)
+            return 0.0
+        state = ctx.trained[plan.classifier]
+    _, model.pretrained_source = init_in_domain(model, state, name)
+    return time.perf_counter() - t0
 
 
 def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit) -> Path:

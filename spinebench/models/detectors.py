@@ -19,11 +19,16 @@ Design, shared by both (the "why" of each choice):
 - ``pretrained`` loads the ImageNet backbone (timm; first conv summed to one channel). COCO / Open Images
   weights for these exact detectors exist in neither torchvision nor timm. With ImageNet weights the backbone's
   BatchNorm is frozen (torchvision's rule for pretrained detection backbones: detection batches are 1-4 images);
-  from random init it trains.
+  from random init it trains. Without ImageNet weights, :mod:`spinebench.models.transfer` starts the body from a
+  classifier trained on the training split (in-domain transfer) and freezes its BatchNorm the same way.
+- ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
+  body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
+  FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -95,15 +100,26 @@ def make_atrous(body: nn.Module, stage: str) -> None:
                 m.padding = tuple(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation))
 
 
+FPN_NORMS = (None, "gn")
+
+
+def _fpn_norm_layer(norm: str | None):
+    """``None``: torchvision's plain FPN (conv + bias). ``"gn"``: GroupNorm(32) after every FPN conv."""
+    if norm not in FPN_NORMS:
+        raise SpinebenchError(f"fpn_norm must be one of {FPN_NORMS}; got {norm!r}")
+    return functools.partial(nn.GroupNorm, 32) if norm == "gn" else None
+
+
 class TimmFpnBackbone(nn.Module):
     """A timm ``features_only`` body followed by an FPN; exposes ``out_channels`` as torchvision expects."""
 
     def __init__(self, body: nn.Module, in_channels: Sequence[int], out_channels: int = 256,
-                 extra_pool: bool = False):
+                 extra_pool: bool = False, norm: str | None = None):
         super().__init__()
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels,
-                                         extra_blocks=LastLevelMaxPool() if extra_pool else None)
+                                         extra_blocks=LastLevelMaxPool() if extra_pool else None,
+                                         norm_layer=_fpn_norm_layer(norm))
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
@@ -126,7 +142,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
                     prepad_blocks: Sequence[str] = (), atrous_stage: str | None = None, *,
                     num_classes: int, min_size: int, max_size: int, fpn_channels: int,
                     anchor_sizes: Sequence[Sequence[int]], aspect_ratios: Sequence[float],
-                    **frcnn_kwargs: Any) -> FindingDetector:
+                    fpn_norm: str | None = None, **frcnn_kwargs: Any) -> FindingDetector:
     entry = model_entry(name)
     body, loaded = create_timm_model(arch, name, pretrained, features_only=True, out_indices=out_indices,
                                      in_chans=1)
@@ -141,7 +157,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
     n_levels = len(out_indices) + (1 if atrous_stage else 0)  # an atrous body gets a stride-32 pool level
     if len(anchor_sizes) != n_levels:
         raise SpinebenchError(f"{name} has {n_levels} feature levels; anchor_sizes gives {len(anchor_sizes)}")
-    backbone = TimmFpnBackbone(body, channels, fpn_channels, extra_pool=bool(atrous_stage))
+    backbone = TimmFpnBackbone(body, channels, fpn_channels, extra_pool=bool(atrous_stage), norm=fpn_norm)
     featmaps = [str(i) for i in range(len(out_indices))] + (["pool"] if atrous_stage else [])
     anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * n_levels)
     defaults = dict(rpn_pre_nms_top_n_train=1000, rpn_pre_nms_top_n_test=500,
@@ -162,7 +178,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         in_chans=1, num_classes=num_classes, label_names=dict(LABEL_NAMES), mean=INCEPTION_MEAN_1CH,
         std=INCEPTION_STD_1CH, weights=entry.weights, pretrained_scope="ImageNet backbone only",
         feature_strides=(8, 16, 32), anchor_sizes=tuple(tuple(s) for s in anchor_sizes),
-        aspect_ratios=tuple(aspect_ratios), atrous=bool(atrous_stage),
+        aspect_ratios=tuple(aspect_ratios), atrous=bool(atrous_stage), fpn_norm=fpn_norm,
         classifier="roi_heads.box_predictor", first_conv="backbone.body (timm first conv, in_chans=1)",
     )
     return model
