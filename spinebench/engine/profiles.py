@@ -49,7 +49,7 @@ PROFILES = {
         # loss 0.475 vs 0.517, scoliosis AUROC 0.77 vs 0.63, implant 0.92 vs 0.94, 6% fewer pixels (one seed)
         classifier=TrainSettings(epochs=30, batch_size=16, lr=1e-3, patience=5, warmup_epochs=0.3,
                                  image_size=(192, 80), max_steps_per_epoch=12, checkpoint_every_s=60,
-                                 time_budget_s=45),
+                                 time_budget_s=40),
         # detectors: up to 10 x 12 steps at lr 1e-3 with fewer sampled anchors / RoIs and proposals (the 1024-wide RoI
         # head costs more than the body at 320 px: 0.9 s/step instead of 1.4-1.8). On validation
         # (bench_detector_recipe, one seed, 2-core CPU) Inception-v2 from random init: Lum AP@0.5 0.03, implant AUROC
@@ -57,18 +57,18 @@ PROFILES = {
         # models.transfer.IN_DOMAIN): 0.25-0.33 / 0.87-0.93 (3 runs). Inception-ResNet-v2 from random init costs
         # ~2.2 s/step; as IN_DOMAIN plans it (own body pre-trained as a classifier, then frozen) ~1 s/step: 0.18 / 0.94.
         detector=TrainSettings(epochs=10, batch_size=2, lr=1e-3, patience=3, warmup_epochs=0.5,
-                               max_steps_per_epoch=12, val_every=0, checkpoint_every_s=60, time_budget_s=90),
+                               max_steps_per_epoch=12, val_every=0, checkpoint_every_s=60, time_budget_s=75),
         detector_kwargs={"min_size": 256, "max_size": 320, "rpn_batch_size_per_image": 64,
                          "box_batch_size_per_image": 64, "rpn_pre_nms_top_n_train": 600,
                          "rpn_post_nms_top_n_train": 300, "rpn_pre_nms_top_n_test": 300,
                          "rpn_post_nms_top_n_test": 100},
         transfer=("det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"),
         # per-model settings on top of the task's: Inception-ResNet-v2 also pre-trains its body (pretrain_s)
-        model_settings={"det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 60, "extra": {"pretrain_s": 40}}},
+        model_settings={"det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 50, "extra": {"pretrain_s": 35}}},
         classifier_sizes={"cls_inception_v3": (192, 80)},
         # the landmark model: as many epochs of 12 steps as fit in its budget (it was 3 epochs, ~120 s, SMAPE 48%)
         cobb=TrainSettings(image_size=(384, 192), epochs=30, batch_size=8, lr=1e-3, max_steps_per_epoch=12,
-                           warmup_epochs=0.5, patience=None, checkpoint_every_s=60, time_budget_s=90),
+                           warmup_epochs=0.5, patience=None, checkpoint_every_s=60, time_budget_s=60),
         n_boot=300,
     ),
     "paper": Profile(
