@@ -185,6 +185,17 @@ def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, model):
     assert [r["epoch"] for r in fit2["history"]] == [1, 2]
     pred = predict_landmarks(model, ds, "cpu")
     assert pred.shape == (4, 68, 2) and np.isfinite(pred).all()
+    # through the task, as run-all and evaluate call it (with the evaluation transform): the dataset's pixels
+    from spinebench.tasks.cobb import CobbTask
+
+    task = CobbTask()
+    (tmp_path / "other").mkdir()
+    other = SpineDataset(_write_spines(tmp_path / "other", 2, size=(300, 140)), max_side=300)  # not the input size
+    out = task.predict(model, other.with_transform(task.transform(model, None, train=False)), "cpu")
+    np.testing.assert_allclose(out["landmarks"], predict_landmarks(model, other, "cpu"), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out["true_landmarks"], np.stack([other[i]["landmarks"].numpy() for i in range(2)]),
+                               atol=1e-3)
+    assert out["image_heights"] == [300.0, 300.0]
     res = score_cobb(pred, [r["landmarks"] for r in ds.records], [[r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]]
                      for r in ds.records], [r["patient_id"] for r in ds.records], n_boot=20)
     assert res["n_images"] == 4 and res["n_patients"] == 2 and math.isfinite(res["smape"])

@@ -245,7 +245,9 @@ class CobbTask(Task):
         """Landmarks in the dataset images' pixels, with what scoring needs of the references."""
         device = torch.device(device)
         model.to(device)
-        data = stack_inputs(ds, model_input_size(model))
+        # the stacked path resizes each film itself and maps the landmarks back to the dataset's pixels, so it
+        # takes the items untransformed (the runner and evaluate hand every task its evaluation transform)
+        data = stack_inputs(ds.with_transform(None), model_input_size(model))
         pred = _predict_stacked(model, data, device, batch_size, flip_tta)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
