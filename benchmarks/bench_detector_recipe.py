@@ -18,7 +18,6 @@ One row per recipe in ``benchmarks/results/detector_recipe_<device>.csv``: steps
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import os
@@ -27,20 +26,19 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spinebench import FINDINGS  # noqa: E402
 from spinebench.data.dataset import SpineDataset  # noqa: E402
-from spinebench.data.records import boxes_cover_findings  # noqa: E402
 from spinebench.data.sources import load_records  # noqa: E402
 from spinebench.data.splits import assign_splits  # noqa: E402
 from spinebench.engine.profiles import PROFILES  # noqa: E402
-from spinebench.engine.runner import detection_metrics  # noqa: E402
 from spinebench.engine.train import TrainSettings, predict, train_model, transforms_for  # noqa: E402
+from spinebench.evaluation.results import append_csv_row  # noqa: E402
 from spinebench.models import create_model  # noqa: E402
+from spinebench.tasks.base import auroc  # noqa: E402
+from spinebench.tasks.detection import DetectionTask, detection_metrics  # noqa: E402
 from spinebench.models.transfer import (IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
                                         init_backbone_from_classifier)
 
@@ -135,8 +133,7 @@ def _datasets(max_side: int) -> dict[str, SpineDataset]:
     full = SpineDataset(records, max_side=max_side, workers=2)
     out = {s: full.subset([i for i, r in enumerate(records) if r["split"] == s]) for s in ("train", "val", "test")}
     tr = out["train"]  # what run-all trains a detector on: images whose findings all have boxes
-    out["det_train"] = tr.subset([i for i, r in enumerate(tr.records)
-                                  if boxes_cover_findings([r[f] for f in FINDINGS], [b[4] for b in r["boxes"]])])
+    out["det_train"] = DetectionTask().trainable(tr, "detector")
     return out
 
 
@@ -177,12 +174,6 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
     return _pretrained[key]
 
 
-def _auroc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else math.nan
-
-
 def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cache_dir: Path | None = None,
                det_seed: int | None = None) -> dict:
     det_seed = seed if det_seed is None else det_seed
@@ -215,8 +206,8 @@ def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cac
                s_per_step=round(hist["train_seconds"] / max(1, steps), 2), val_seconds=round(val_s, 1),
                val_ap50_Lum=round(det["ap50_Lum"], 4), val_ap50_sco=round(det["ap50_sco"], 4),
                val_map_50=round(det["map_50"], 4),
-               val_auroc_implant=round(_auroc(pred["labels"][:, 0], pred["probs"][:, 0]), 4),
-               val_auroc_scoliosis=round(_auroc(pred["labels"][:, 1], pred["probs"][:, 1]), 4),
+               val_auroc_implant=round(auroc(pred["labels"][:, 0], pred["probs"][:, 0]), 4),
+               val_auroc_scoliosis=round(auroc(pred["labels"][:, 1], pred["probs"][:, 1]), 4),
                pretrain_seconds=round(pretrain_s, 1), load_1min=round(max(load, os.getloadavg()[0]), 2),
                status="ok")
     return row
@@ -259,12 +250,7 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - one failing recipe becomes an error row
             log.exception("%s failed", n)
             row = {"recipe": n, "model": RECIPES[n].model, "status": f"error: {type(e).__name__}: {e}"}
-        new = not out.exists()
-        with open(out, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_csv_row(out, row, COLUMNS)
         print({k: row.get(k) for k in COLUMNS if k not in ("settings", "model_kwargs")}, flush=True)
     return 0
 

@@ -11,7 +11,6 @@ much: ``cpu_s / workers`` is about what the wall time is on idle cores.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import platform
@@ -87,12 +86,9 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        new = not out.exists()
-        with open(out, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        from spinebench.evaluation.results import append_csv_row
+
+        append_csv_row(out, row, COLUMNS)
         print(f"wrote {out}")
     return 0 if not row["error"] else 1
 

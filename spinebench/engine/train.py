@@ -10,7 +10,6 @@ cross-entropy, the landmark model by validation SMAPE.
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 import math
@@ -26,6 +25,7 @@ import torch
 from spinebench.data.dataset import SpineDataset
 from spinebench.engine.device import autocast, cudnn_autotune, rng_state, set_rng_state
 from spinebench.errors import SpinebenchError
+from spinebench.evaluation.results import append_csv_row
 from spinebench.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def train_model(model, train_ds: SpineDataset, val_ds: SpineDataset | None, *, s
         row, last = fit.epoch(epoch)
         if ddp_rank == 0:
             if log_path:
-                _append_csv(log_path, row)
+                append_csv_row(log_path, row)
             if ckpt:
                 fit.checkpoint(ckpt, epoch, final=last or fit.bad_epochs >= fit.patience)
         if on_epoch_end is not None:
@@ -310,17 +310,6 @@ def restore_checkpoint(ckpt: Path | None, model, optimizer, scheduler) -> dict |
 def _plain(d: dict) -> dict:
     """Settings as JSON/weights_only-safe primitives."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-
-def _append_csv(path, row: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def _save_atomic(obj, path: Path) -> None:

@@ -23,7 +23,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -142,6 +142,20 @@ def _csv_cell(v: Any) -> Any:
     if isinstance(v, float) and math.isnan(v):
         return "nan"
     return v
+
+
+def append_csv_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str] | None = None) -> Path:
+    """Append one row to a plain CSV log (a header first when the file is new); ``columns`` default to the row's
+    keys, extra keys are dropped. For per-epoch logs and benchmark CSVs; result rows go through :func:`append_rows`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns or row), extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    return path
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[Mapping]) -> Path:
