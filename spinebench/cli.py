@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -110,7 +111,7 @@ def cmd_run_all(args) -> int:
                       image_size=args.image_size, split_file=args.split_file, split_mode=args.split,
                       split_seed=args.split_seed, resume=args.resume, epochs=args.epochs,
                       progress=not args.quiet, report=not args.no_report,
-                      keep_checkpoints=args.keep_checkpoints, overrides=overrides)
+                      keep_checkpoints=args.keep_checkpoints, overrides=overrides, precision=args.precision)
     lb = run_dir / "leaderboard.csv"
     print(_leaderboard_text(lb))
     print(f"run folder: {run_dir}\nleaderboard: {args.results}/leaderboard.csv\nweights: {args.weights}/")
@@ -152,7 +153,7 @@ def cmd_evaluate(args) -> int:
 
     rows = evaluate(weights_dir=args.weights, data=args.data, models=args.models, device=args.device,
                     split=args.on, split_file=args.split_file, split_seed=args.seed, out=args.out,
-                    n_boot=args.n_boot, progress=not args.quiet)
+                    n_boot=args.n_boot, progress=not args.quiet, precision=args.precision)
     if args.out:
         print(_leaderboard_text(rows))  # this call's rows, not everything the file has collected
         print(f"wrote {len(rows)} row{'' if len(rows) == 1 else 's'} to {args.out}")
@@ -166,6 +167,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    from spinebench.engine.device import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("SPINEBENCH_PRECISION", "auto"),
+                   help="auto (default): bf16-mixed on CUDA and on CPUs with AVX512-BF16/AMX, else fp32; "
+                        "the rows record the one used")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """The flags run-all and train share."""
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC",
@@ -174,6 +183,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="quick: ~10 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    _add_precision_arg(p)
     p.add_argument("--pretrained", choices=("auto", "imagenet", "none"), default="auto",
                    help="auto: ImageNet weights when cached/downloadable, else random init with a warning; "
                         "imagenet: fail if they cannot be had; none: random init")
@@ -221,6 +231,7 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC")
     p.add_argument("--models", nargs="+", metavar="NAME")
     p.add_argument("--device", default="auto")
+    _add_precision_arg(p)
     p.add_argument("--on", choices=("test", "val", "train", "all"), default="test",
                    help="which split of the data to score (default test)")
     p.add_argument("--split-file")

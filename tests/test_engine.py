@@ -400,3 +400,46 @@ def test_time_budget_anneals_the_learning_rate_by_the_clock():
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_precision_setting_drives_autocast_and_is_recorded(tiny_data, tmp_path):
+    """bf16-mixed only where the CPU has native bf16 (else fp32 with a warning); fp32 when asked; rows say which."""
+    from spinebench.engine import device as D
+    from spinebench.engine.runner import run_all
+    from spinebench.errors import SpinebenchError
+
+    cpu, lin, x = torch.device("cpu"), torch.nn.Linear(4, 3), torch.rand(2, 4)
+    try:
+        D.set_precision("bf16-mixed")
+        with D.autocast(cpu):
+            y = lin(x)
+        assert (y.dtype == torch.bfloat16) == D.cpu_has_bf16()
+        assert D.precision_of(cpu) == ("bf16-mixed" if D.cpu_has_bf16() else "fp32")
+        D.set_precision("fp32")
+        with D.autocast(cpu):
+            assert lin(x).dtype == torch.float32
+        with pytest.raises(SpinebenchError, match="unknown precision 'fp16'"):
+            D.set_precision("fp16")
+        run_dir = run_all(data=[tiny_data], profile=TINY, models=["cls_squeezenet1_1"], device="cpu",
+                          out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "weights",
+                          pretrained="none", progress=False, report=False, precision="fp32")
+        assert json.loads((run_dir / "config.json").read_text())["precision"] == "fp32"
+        assert [r["precision"] for r in read_rows(run_dir / "leaderboard.csv")] == ["fp32"]
+    finally:
+        D.set_precision("auto")
+
+
+def test_narrow_strided_convolutions_run_in_fp32_under_cpu_bf16():
+    """oneDNN's bf16 kernel miscomputes strided convolutions with a one-pixel-wide output: those run in fp32."""
+    from spinebench.engine.device import guard_bf16_convs
+
+    plain = torch.nn.Conv2d(8, 16, 3, stride=2)
+    conv = guard_bf16_convs(torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, stride=2)))[0]
+    conv.load_state_dict(plain.state_dict())
+    assert isinstance(conv, torch.nn.Conv2d) and conv.state_dict().keys() == plain.state_dict().keys()
+    narrow, wide = torch.randn(4, 8, 10, 3), torch.randn(4, 8, 10, 9)  # outputs 4 x 1 and 4 x 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, z = conv(narrow), conv(wide)
+    assert y.dtype == torch.float32 and torch.allclose(y, plain(narrow), atol=1e-5)
+    assert z.dtype == torch.bfloat16  # every other shape keeps bf16
+    assert type(create_model("cls_inception_v3").net.Mixed_7a.branch3x3_2.conv).__name__ == "_NarrowSafeConv2d"

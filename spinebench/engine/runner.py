@@ -32,7 +32,7 @@ import torch
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
-from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything
+from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything, set_precision
 from spinebench.engine.profiles import Profile, get_profile
 from spinebench.engine.train import TrainSettings, measure_latency, train_model
 from spinebench.errors import SpinebenchError
@@ -106,16 +106,18 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
             epochs: int | None = None, progress: bool = True, report: bool = True,
-            keep_checkpoints: bool = False, overrides: dict | None = None) -> Path:
+            keep_checkpoints: bool = False, overrides: dict | None = None, precision: str = "auto") -> Path:
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
     ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier
     run folder: its config and split are reused, finished models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
     deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
-    ``run_summary.json`` records the run's wall time, bytes written and peak memory.
+    ``run_summary.json`` records the run's wall time, bytes written and peak memory. ``precision`` (auto, fp32,
+    bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training and scoring; rows record the one used.
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
+    set_precision(precision)
     dist_rank, dist_world = _dist_init(device)
     prof = get_profile(profile) if isinstance(profile, str) else profile
     dev = resolve_device(device if dist_world == 1 or device != "auto" else "auto")
@@ -132,6 +134,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         data, seeds, models = cfg["data"], cfg["seeds"], cfg["models"]
         pretrained, image_size, epochs = cfg["pretrained"], cfg["image_size"], cfg.get("epochs")
         overrides = cfg.get("overrides") or {}
+        set_precision(cfg.get("precision", "fp32"))  # the interrupted run's arithmetic, not this machine's default
         prof = get_profile(cfg["profile"])
         split_file = str(run_dir / "split.csv")
     else:
@@ -433,7 +436,7 @@ def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, in
 def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] = ("synth",),
              models: Sequence[str] | None = None, device: str = "auto", split: str = "test",
              split_file: str | None = None, split_seed: int = 0, out: str | os.PathLike | None = None,
-             n_boot: int = 1000, progress: bool = True) -> list[dict]:
+             n_boot: int = 1000, progress: bool = True, precision: str = "auto") -> list[dict]:
     """Score saved models on any data without training (e.g. synthetic-trained models on hybrid-real images).
 
     Thresholds are the ones chosen on the training run's validation split (from the weights record): nothing
@@ -445,6 +448,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     from spinebench.models import model_info
     from spinebench.weights import trained_records
 
+    set_precision(precision)
     dev = resolve_device(device)
     records_w = trained_records(weights_dir)
     if not records_w:

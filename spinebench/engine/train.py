@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from spinebench.data.dataset import SpineDataset
-from spinebench.engine.device import autocast, cudnn_autotune, rng_state, set_rng_state
+from spinebench.engine.device import autocast, channels_last, cudnn_autotune, guard_bf16_convs, rng_state, set_rng_state
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.results import append_csv_row
 from spinebench.tasks import get_task
@@ -157,8 +157,8 @@ class _Fit:
     def __init__(self, model, train_ds, val_ds, s: TrainSettings, device, seed: int, rank: int, world: int):
         self.model, self.s, self.device, self.rank = model, s, device, rank
         self.task = task = get_task(model)
-        model.to(device)
-        if device.type == "cuda" and task.fixed_shapes:
+        guard_bf16_convs(model.to(device))
+        if channels_last(device, task.fixed_shapes):
             model.to(memory_format=torch.channels_last)
         t_prep = time.perf_counter()
         self.data = task.train_data(model, train_ds, s, device, seed, rank, world)

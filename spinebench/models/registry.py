@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from spinebench.engine.device import guard_bf16_convs
 from spinebench.errors import SpinebenchError
 from spinebench.models.pretrained import check_mode, weights_cached
 
@@ -95,7 +96,7 @@ def create_model(name: str, pretrained: str = "none", **kwargs: Any) -> nn.Modul
         cfg.setdefault(key, value)
     cfg["pretrained"] = mode
     model.default_cfg = cfg
-    return model
+    return guard_bf16_convs(model)  # CPU bf16 autocast miscomputes some narrow strided convolutions
 
 
 @lru_cache(maxsize=None)

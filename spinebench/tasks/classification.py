@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from spinebench.data.transforms import ClassifierTransform
-from spinebench.engine.device import autocast
+from spinebench.engine.device import autocast, channels_last
 from spinebench.tasks.image_level import ImageLevelTask
 
 
@@ -51,7 +51,7 @@ class ClassificationTask(ImageLevelTask):
 
     def loss(self, net, batch, data, device, settings):
         x = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         y = batch["labels"].to(device)
         with autocast(device):
@@ -66,7 +66,7 @@ class ClassificationTask(ImageLevelTask):
 
     def _infer(self, model, batch, device):
         x = batch["image"].to(device)
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         return torch.sigmoid(model(x).float()).cpu().numpy(), None
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from spinebench.cobb import N_LANDMARKS, cobb_angles_many, smape
 from spinebench.data.transforms import ClassifierTransform, resize
-from spinebench.engine.device import autocast
+from spinebench.engine.device import autocast, channels_last
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.results import COBB_PREDICTION_COLUMNS
 from spinebench.tasks.base import Task, TrainData
@@ -127,7 +127,7 @@ def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: b
     out = []
     for i in range(0, len(data["images"]), batch_size):
         x = data["images"][i:i + batch_size].to(device).float()
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             pts = decode_landmarks(model(x))[0]
@@ -227,7 +227,7 @@ class CobbTask(Task):
 
         x = batch["image"]
         targets = encode_targets(batch["landmarks"], data.out_hw)
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out = net(x)
