@@ -95,8 +95,12 @@ def conv_check(name: str) -> tuple[int, int, int]:
     task, size, batch, kwargs = quick_shape(name)
     model = create_model(name, **kwargs).eval()
     seen: dict = {}
-    hooks = [m.register_forward_pre_hook(lambda m, i: seen.setdefault((id(m), tuple(i[0].shape[1:])), (m, i[0].shape)))
-             for m in model.modules() if isinstance(m, torch.nn.Conv2d) and max(m.stride) > 1]
+
+    def record(m, args) -> None:
+        seen.setdefault((id(m), tuple(args[0].shape[1:])), (m, args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d) and max(m.stride) > 1]
     x, _ = _inputs(task, size, 1, torch.device("cpu"))
     with torch.no_grad():
         model(x)
