@@ -153,7 +153,7 @@ def cmd_evaluate(args) -> int:
 
     rows = evaluate(weights_dir=args.weights, data=args.data, models=args.models, device=args.device,
                     split=args.on, split_file=args.split_file, split_seed=args.seed, out=args.out,
-                    n_boot=args.n_boot, progress=not args.quiet, precision=args.precision)
+                    n_boot=args.n_boot, progress=not args.quiet)
     if args.out:
         print(_leaderboard_text(rows))  # this call's rows, not everything the file has collected
         print(f"wrote {len(rows)} row{'' if len(rows) == 1 else 's'} to {args.out}")
@@ -172,7 +172,7 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("SPINEBENCH_PRECISION", "auto"),
                    help="auto (default): bf16-mixed on CUDA and on CPUs with AVX512-BF16/AMX, else fp32; "
-                        "the rows record the one used")
+                        "the rows record the one used (scores are always computed in fp32)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -231,7 +231,6 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC")
     p.add_argument("--models", nargs="+", metavar="NAME")
     p.add_argument("--device", default="auto")
-    _add_precision_arg(p)
     p.add_argument("--on", choices=("test", "val", "train", "all"), default="test",
                    help="which split of the data to score (default test)")
     p.add_argument("--split-file")

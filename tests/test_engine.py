@@ -415,6 +415,9 @@ def test_precision_setting_drives_autocast_and_is_recorded(tiny_data, tmp_path):
             y = lin(x)
         assert (y.dtype == torch.bfloat16) == D.cpu_has_bf16()
         assert D.precision_of(cpu) == ("bf16-mixed" if D.cpu_has_bf16() else "fp32")
+        with D.scoring_precision(), D.autocast(cpu):  # scores are fp32 whatever the training precision
+            assert lin(x).dtype == torch.float32
+        assert D.precision_of(cpu) == ("bf16-mixed" if D.cpu_has_bf16() else "fp32")  # restored
         D.set_precision("fp32")
         with D.autocast(cpu):
             assert lin(x).dtype == torch.float32

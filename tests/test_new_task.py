@@ -37,7 +37,7 @@ class BrightnessTask(ImageLevelTask):
         return F.binary_cross_entropy_with_logits(net(batch["image"].to(device)), batch["labels"].to(device)), {}
 
     def _infer(self, model, batch, device):
-        return torch.sigmoid(model(batch["image"].to(device))).cpu().numpy(), None
+        return torch.sigmoid(model(batch["image"].to(device)).float()).cpu().numpy(), None
 
     def infer(self, lm, view, scale, device, heatmaps):
         from spinebench.predict.predictor import decide

@@ -100,6 +100,23 @@ def precision_of(device: torch.device) -> str:
     return "bf16-mixed" if supported else "fp32"
 
 
+@contextlib.contextmanager
+def scoring_precision():
+    """Inside, :func:`autocast` is a no-op: scores are computed in fp32 whatever the run trained in.
+
+    Why: a bf16 forward pass moves a probability by up to ~2e-3, enough to carry an image across a threshold; in
+    fp32 the leaderboard, ``evaluate`` and the demo give the same probability for the same weights and image on
+    any machine, with or without bf16 units. Training and its per-epoch validation (model selection only) keep
+    the fast precision.
+    """
+    old = _precision["mode"]
+    _precision["mode"] = "fp32"
+    try:
+        yield
+    finally:
+        _precision["mode"] = old
+
+
 def autocast(device: torch.device):
     """bf16 autocast where :func:`precision_of` says bf16-mixed (no loss scaler needed, unlike fp16), else a no-op.
 

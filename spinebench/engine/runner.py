@@ -32,7 +32,8 @@ import torch
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
-from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything, set_precision
+from spinebench.engine.device import (available_cores, precision_of, resolve_device, scoring_precision, seed_everything,
+                                      set_precision)
 from spinebench.engine.profiles import Profile, get_profile
 from spinebench.engine.train import TrainSettings, measure_latency, train_model
 from spinebench.errors import SpinebenchError
@@ -111,10 +112,11 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
 
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
     ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier
-    run folder: its config and split are reused, finished models are skipped and an interrupted model continues from its last checkpoint. A model's checkpoint is
-    deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
+    run folder: its config and split are reused, finished models are skipped and an interrupted model continues
+    from its last checkpoint. A model's checkpoint is deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
     ``run_summary.json`` records the run's wall time, bytes written and peak memory. ``precision`` (auto, fp32,
-    bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training and scoring; rows record the one used.
+    bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training, recorded in the rows; scores are
+    computed in fp32 (``engine.device.scoring_precision``).
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
     set_precision(precision)
@@ -336,9 +338,11 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
                       ddp_world=ctx.world)
     tf = task.transform(model, settings.image_size, train=False)
     val_pred = fit["val_pred"]
-    if val_pred is None and task.thresholds:  # thresholds are chosen on validation predictions
-        val_pred = task.predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
-    test_pred = task.predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+    trained_fp32 = precision_of(ctx.device) == "fp32"
+    with scoring_precision():  # fp32: what the demo and `evaluate` compute from these weights
+        if task.thresholds and (val_pred is None or not trained_fp32):  # thresholds come from validation
+            val_pred = task.predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+        test_pred = task.predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
     scored = task.score(val_pred, test_pred, ctx.profile.n_boot, seed)
     metrics = scored["metrics"]
     input_size = task.input_size(model, settings)
@@ -436,19 +440,19 @@ def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, in
 def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] = ("synth",),
              models: Sequence[str] | None = None, device: str = "auto", split: str = "test",
              split_file: str | None = None, split_seed: int = 0, out: str | os.PathLike | None = None,
-             n_boot: int = 1000, progress: bool = True, precision: str = "auto") -> list[dict]:
+             n_boot: int = 1000, progress: bool = True) -> list[dict]:
     """Score saved models on any data without training (e.g. synthetic-trained models on hybrid-real images).
 
     Thresholds are the ones chosen on the training run's validation split (from the weights record): nothing
     is tuned on the data being evaluated. ``split`` = test | val | train | all picks the images scored.
     Each model sees the images as its record preprocesses them (the training decode downscale, then its task's
-    evaluation transform). Rows have the leaderboard's columns.
+    evaluation transform), in fp32 (``engine.device.scoring_precision``) as in the run that trained it. Rows have
+    the leaderboard's columns.
     """
     from spinebench.evaluation.results import RESULT_COLUMNS, append_rows, error_row, make_row
     from spinebench.models import model_info
     from spinebench.weights import trained_records
 
-    set_precision(precision)
     dev = resolve_device(device)
     records_w = trained_records(weights_dir)
     if not records_w:
@@ -481,7 +485,8 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             if not len(ds):
                 raise SpinebenchError(f"{name} ({task.name}) can score none of the chosen images")
             size = tuple(rec.image_size) if rec.image_size else None
-            pred = task.predict(model, ds.with_transform(rec.transform()), dev)
+            with scoring_precision():
+                pred = task.predict(model, ds.with_transform(rec.transform()), dev)
             # the thresholds validated in training, unchanged: nothing is tuned on the data evaluated
             # (every recorded threshold: the any-finding one follows the per-finding ones)
             thresholds = (list(rec.thresholds) or list(rec.decision_thresholds())) if task.thresholds else []
@@ -489,7 +494,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             rows.append(make_row(run_id=run_id, model=name, task=task.name, paper_name=info.get("paper_name", ""),
                                  data=" ".join(data), split_file=split_file or "", n_test=len(ds),
                                  seed="" if rec.seed is None else rec.seed, pretrained=bool(rec.pretrained),
-                                 device=str(dev), precision=precision_of(dev), params_m=round(info["params_m"], 3),
+                                 device=str(dev), precision="fp32", params_m=round(info["params_m"], 3),
                                  input_size="x".join(str(v) for v in rec.input_size or []),
                                  latency_ms=round(measure_latency(model, ds, dev, size), 2),
                                  git_commit=commit, status="ok",

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from spinebench.data.dataset import SpineDataset
-from spinebench.engine.device import autocast, channels_last, cudnn_autotune, guard_bf16_convs, rng_state, set_rng_state
+from spinebench.engine.device import (autocast, channels_last, cudnn_autotune, guard_bf16_convs, rng_state,
+                                      scoring_precision, set_rng_state)
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.results import append_csv_row
 from spinebench.tasks import get_task
@@ -75,8 +76,9 @@ def transforms_for(model, image_size: tuple[int, int] | None, train: bool) -> Ca
 @_shape_aware
 def predict(model, ds: SpineDataset, device, batch_size: int = 16, progress: bool = False):
     """The model's predictions on ``ds`` (already transformed), as its task returns them (``Task.predict``):
-    image-level probabilities (and boxes) for the six, landmarks for the Cobb model."""
-    return get_task(model).predict(model, ds, device, batch_size=batch_size, progress=progress)
+    image-level probabilities (and boxes) for the six, landmarks for the Cobb model; in fp32, as scores are."""
+    with scoring_precision():
+        return get_task(model).predict(model, ds, device, batch_size=batch_size, progress=progress)
 
 
 def _schedule(optimizer, total_steps: int, warmup_steps: int, clock: Callable[[], float] | None = None):

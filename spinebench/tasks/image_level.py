@@ -29,7 +29,11 @@ class ImageLevelTask(Task):
     boxes: bool = False
 
     def _infer(self, model, batch: dict, device) -> tuple[np.ndarray | None, list[dict] | None]:
-        """(probabilities (B, 2) or None, detections or None) of one in-order batch."""
+        """(probabilities (B, 2) or None, detections or None) of one in-order batch.
+
+        Runs under :func:`spinebench.engine.device.autocast`: outputs may be bf16, so cast (``.float()``) before
+        ``.numpy()``.
+        """
         raise NotImplementedError
 
     def _probs(self, probs: list, dets: list, n: int) -> np.ndarray:
