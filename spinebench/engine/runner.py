@@ -32,10 +32,9 @@ import torch
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
-from spinebench.engine.device import (available_cores, precision_of, resolve_device, scoring_precision, seed_everything,
-                                      set_precision)
+from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything, set_precision
 from spinebench.engine.profiles import Profile, get_profile
-from spinebench.engine.train import TrainSettings, measure_latency, train_model
+from spinebench.engine.train import TrainSettings, measure_latency, predict, train_model
 from spinebench.errors import SpinebenchError
 from spinebench.tasks import TASKS, get_task
 
@@ -113,10 +112,11 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
     ``epochs`` is the same as ``overrides={"epochs": ...}``). Returns the run folder. ``resume`` names an earlier
     run folder: its config and split are reused, finished models are skipped and an interrupted model continues
-    from its last checkpoint. A model's checkpoint is deleted once its weights and row are saved, unless ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
+    from its last checkpoint. A model's checkpoint is deleted once its weights and row are saved, unless
+    ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
     ``run_summary.json`` records the run's wall time, bytes written and peak memory. ``precision`` (auto, fp32,
     bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training, recorded in the rows; scores are
-    computed in fp32 (``engine.device.scoring_precision``).
+    computed in fp32 (``engine.train.predict``).
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
     set_precision(precision)
@@ -338,11 +338,11 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
                       ddp_world=ctx.world)
     tf = task.transform(model, settings.image_size, train=False)
     val_pred = fit["val_pred"]
-    trained_fp32 = precision_of(ctx.device) == "fp32"
-    with scoring_precision():  # fp32: what the demo and `evaluate` compute from these weights
-        if task.thresholds and (val_pred is None or not trained_fp32):  # thresholds come from validation
-            val_pred = task.predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
-        test_pred = task.predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+    # scores in fp32 (``predict``), what the demo and `evaluate` compute from these weights; thresholds come from
+    # validation, so its per-epoch predictions count only when they were fp32 too
+    if task.thresholds and (val_pred is None or precision_of(ctx.device) != "fp32"):
+        val_pred = predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
+    test_pred = predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
     scored = task.score(val_pred, test_pred, ctx.profile.n_boot, seed)
     metrics = scored["metrics"]
     input_size = task.input_size(model, settings)
@@ -446,8 +446,8 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     Thresholds are the ones chosen on the training run's validation split (from the weights record): nothing
     is tuned on the data being evaluated. ``split`` = test | val | train | all picks the images scored.
     Each model sees the images as its record preprocesses them (the training decode downscale, then its task's
-    evaluation transform), in fp32 (``engine.device.scoring_precision``) as in the run that trained it. Rows have
-    the leaderboard's columns.
+    evaluation transform), in fp32 (``engine.train.predict``) as in the run that trained it. Rows have the
+    leaderboard's columns.
     """
     from spinebench.evaluation.results import RESULT_COLUMNS, append_rows, error_row, make_row
     from spinebench.models import model_info
@@ -485,8 +485,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             if not len(ds):
                 raise SpinebenchError(f"{name} ({task.name}) can score none of the chosen images")
             size = tuple(rec.image_size) if rec.image_size else None
-            with scoring_precision():
-                pred = task.predict(model, ds.with_transform(rec.transform()), dev)
+            pred = predict(model, ds.with_transform(rec.transform()), dev)  # fp32, as in the training run's scores
             # the thresholds validated in training, unchanged: nothing is tuned on the data evaluated
             # (every recorded threshold: the any-finding one follows the per-finding ones)
             thresholds = (list(rec.thresholds) or list(rec.decision_thresholds())) if task.thresholds else []
