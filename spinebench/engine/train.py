@@ -168,7 +168,11 @@ class _Fit:
         log.info("%s: data ready in %.1fs (%d train images)", model.default_cfg["name"],
                  time.perf_counter() - t_prep, self.data.num_samples)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=s.lr, weight_decay=s.weight_decay)
+        # fused AdamW: one kernel over all parameters instead of a dozen foreach passes; the same update (to
+        # rounding) and state_dict. bf16 quick-profile steps on a 2-core CPU (bench_precision): Inception-v2 detector
+        # 0.91 -> 0.75 s, Inception-ResNet-v2 2.45 -> 1.90 s, ResNet-50 at 192 x 80 unchanged (1.11 s)
+        self.optimizer = torch.optim.AdamW(self.params, lr=s.lr, weight_decay=s.weight_decay,
+                                           fused=device.type in ("cpu", "cuda"))
         steps = self.data.steps_per_epoch(world)
         self.steps_per_epoch = min(steps, s.max_steps_per_epoch) if s.max_steps_per_epoch else steps
         self.budget = s.time_budget_s if s.time_budget_s else math.inf
