@@ -112,6 +112,51 @@ def test_probabilities_equal_the_training_pipeline(predictor):
         np.testing.assert_allclose(got, ref, atol=6e-5, err_msg=name)
 
 
+def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, tmp_path):
+    """Detectors predict several images a batch, only images the model pads to one shape: the boxes and scores are
+    each image's own (the demo's batch of one) and come back in the dataset's order."""
+    from PIL import Image
+
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.data.records import make_record
+    from spinebench.engine.train import transforms_for
+    from spinebench.tasks import get_task
+
+    paths = []
+    for p in sorted(EXAMPLES.glob("*.png")):  # each example, and narrower crops of it (other padded shapes)
+        im = Image.open(p)
+        paths.append(p)
+        for k, frac in enumerate((0.55, 0.8)):
+            im.crop((0, 0, int(im.width * frac), im.height)).save(tmp_path / f"{p.stem}-{k}.png")
+            paths.append(tmp_path / f"{p.stem}-{k}.png")
+    recs = [make_record(image_id=f"x{i}", patient_id="p", source="test", path=str(p)) for i, p in enumerate(paths)]
+    dets = [name for name, lm in predictor.models.items() if get_task(lm.model).boxes]
+    assert dets
+    for name in dets:
+        model = predictor.models[name].model.eval()
+        task = get_task(model)
+        ds = SpineDataset(recs, max_side=QUICK_SIDE, workers=1).with_transform(transforms_for(model, None, False))
+        batches = task.predict_batches(model, ds, 3)
+        assert sorted(i for b in batches for i in b) == list(range(len(ds))) and max(map(len, batches)) == 3
+        for b in batches:  # one padded input shape per batch
+            shapes = {tuple(-(-s // 32) for s in model.transform.resize(ds[i]["image"], None)[0].shape[-2:])
+                      for i in b}
+            assert len(shapes) == 1, (name, b, shapes)
+        assert batches != [list(range(k, min(k + 3, len(ds)))) for k in range(0, len(ds), 3)]  # shapes regrouped
+        old = task.predict_batch_size
+        try:
+            task.predict_batch_size = 1
+            one = task.predict(model, ds, torch.device("cpu"))
+            task.predict_batch_size = 3
+            grouped = task.predict(model, ds, torch.device("cpu"))
+        finally:
+            task.predict_batch_size = old
+        assert grouped["image_ids"] == [r["image_id"] for r in recs] == one["image_ids"]
+        np.testing.assert_allclose(grouped["probs"], one["probs"], atol=1e-6, err_msg=name)
+        for a, b in zip(one["detections"], grouped["detections"]):
+            np.testing.assert_allclose(b["boxes"].numpy(), a["boxes"].numpy(), atol=1e-3, err_msg=name)
+
+
 def test_decisions_use_each_models_validated_thresholds(demo_weights, tmp_path):
     """A threshold of 0 flags every image, one above 1 none: decisions never fall back to 0.5."""
     import shutil

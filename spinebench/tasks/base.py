@@ -162,10 +162,10 @@ class LoaderData(TrainData):
                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda"))
 
 
-def eval_loader(ds: SpineDataset, batch_size: int, num_workers: int, device) -> DataLoader:
-    """In-order batches for prediction."""
+def eval_loader(ds: SpineDataset, batches: list[list[int]], num_workers: int, device) -> DataLoader:
+    """Prediction batches: ``batches`` lists the dataset indices of each (``ImageLevelTask.predict_batches``)."""
     ds.set_epoch(0)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_dicts, num_workers=num_workers,
+    return DataLoader(ds, batch_sampler=batches, collate_fn=collate_dicts, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
 
 

@@ -49,8 +49,25 @@ def detection_metrics(pred: dict) -> dict:
 class DetectionTask(ImageLevelTask):
     name = "detection"
     fixed_shapes = False     # images keep their aspect: no channels-last, no cuDNN autotuning per shape
-    predict_batch_size = 1
+    #: at most this many images per prediction batch, all of one padded input shape (``predict_batches``)
+    predict_batch_size = 4
     boxes = True
+
+    def predict_batches(self, model, ds, batch_size: int) -> list[list[int]]:
+        """Batches of images that the model pads to the same input shape, so that each image's boxes and scores are
+        the ones it gets alone (the demo's batch of one) up to float rounding: torchvision pads a batch to its
+        widest image, and more padding moves the features near the edge. Why batch at all: 4 images a batch cost
+        0.16 instead of 0.22 s each (Inception-v2) and 0.32 instead of 0.44 s (Inception-ResNet-v2) on 2 CPU cores.
+        """
+        tf = getattr(model, "transform", None)
+        if batch_size <= 1 or tf is None or not hasattr(tf, "resize"):
+            return super().predict_batches(model, ds, batch_size)
+        div = int(getattr(tf, "size_divisible", 32))
+        groups: dict[tuple, list[int]] = {}
+        for i in range(len(ds)):
+            h, w = tf.resize(ds[i]["image"], None)[0].shape[-2:]
+            groups.setdefault((-(-h // div), -(-w // div)), []).append(i)
+        return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
 
     def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
         s = profile.detector

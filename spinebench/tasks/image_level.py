@@ -36,6 +36,11 @@ class ImageLevelTask(Task):
         """
         raise NotImplementedError
 
+    def predict_batches(self, model, ds, batch_size: int) -> list[list[int]]:
+        """The dataset indices of each prediction batch: consecutive runs of ``batch_size`` (a task whose batch
+        result depends on what is batched together groups them; ``predict`` returns the dataset's order anyway)."""
+        return [list(range(i, min(i + batch_size, len(ds)))) for i in range(0, len(ds), batch_size)]
+
     def _probs(self, probs: list, dets: list, n: int) -> np.ndarray:
         return np.concatenate(probs) if probs else np.zeros((0, len(FINDINGS)))
 
@@ -47,7 +52,8 @@ class ImageLevelTask(Task):
         "image_ids", "patient_ids", "labels": ndarray (N, 2), "targets": list[dict]}.
         """
         model.eval()
-        loader = eval_loader(ds, self.predict_batch_size or batch_size, num_workers, device)
+        batches = self.predict_batches(model, ds, self.predict_batch_size or batch_size)
+        loader = eval_loader(ds, batches, num_workers, device)
         probs, dets, ids, pids, labels, targets = [], [], [], [], [], []
         it = loader
         if progress:
@@ -64,9 +70,14 @@ class ImageLevelTask(Task):
             pids.extend(batch["patient_id"])
             labels.append(batch["labels"].numpy())
             targets.extend({"boxes": b, "labels": l} for b, l in zip(batch["boxes"], batch["box_labels"]))
-        return {"probs": np.asarray(self._probs(probs, dets, len(ids)), dtype=np.float64),
-                "detections": dets if self.boxes else None, "image_ids": ids, "patient_ids": pids,
-                "labels": np.concatenate(labels) if labels else np.zeros((0, len(FINDINGS))), "targets": targets}
+        # back to the dataset's order (batches may group images out of order)
+        order = np.argsort([i for b in batches for i in b], kind="stable")
+        pick = lambda xs: [xs[i] for i in order]  # noqa: E731
+        p = np.asarray(self._probs(probs, dets, len(ids)), dtype=np.float64)
+        return {"probs": p[order] if len(p) else p, "detections": pick(dets) if self.boxes else None,
+                "image_ids": pick(ids), "patient_ids": pick(pids),
+                "labels": np.concatenate(labels)[order] if labels else np.zeros((0, len(FINDINGS))),
+                "targets": pick(targets)}
 
     def validate(self, model, val, device, settings) -> tuple[dict, dict]:
         pred = self.predict(model, val, device, batch_size=settings.batch_size)
