@@ -47,8 +47,12 @@ PROFILES = {
         # slow on which CPU, and a small model (SqueezeNet: ~2 s an epoch) gets more epochs than a large one.
         # 192 x 80 keeps a film's ~2.4:1 aspect (128 x 128 squashed it): ResNet-50, 8 x 12 steps, validation
         # loss 0.475 vs 0.517, scoliosis AUROC 0.77 vs 0.63, implant 0.92 vs 0.94, 6% fewer pixels (one seed)
+        # Validation only after the last epoch (val_every=0), as for the detectors: validating the 98 images after
+        # every 12-step epoch took 8 of ResNet-50's 42 s (cProfile, 2-core CPU), a fifth of its training, to pick
+        # among 3-4 epochs whose last (annealed) one had the lowest validation loss, or within 0.003 of it, in the
+        # last quick run's logs. SqueezeNet keeps it (model_settings): ~19 cheap epochs, best 0.40 at 14 vs 0.49 last.
         classifier=TrainSettings(epochs=30, batch_size=16, lr=1e-3, patience=5, warmup_epochs=0.3,
-                                 image_size=(192, 80), max_steps_per_epoch=12, checkpoint_every_s=60,
+                                 image_size=(192, 80), max_steps_per_epoch=12, val_every=0, checkpoint_every_s=60,
                                  time_budget_s=40),
         # detectors: up to 10 x 12 steps at lr 1e-3 with fewer sampled anchors / RoIs and proposals (the 1024-wide RoI
         # head costs more than the body at 320 px: 0.9 s/step instead of 1.4-1.8). On validation
@@ -64,7 +68,8 @@ PROFILES = {
                          "rpn_post_nms_top_n_test": 100},
         transfer=("det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"),
         # per-model settings on top of the task's: Inception-ResNet-v2 also pre-trains its body (pretrain_s)
-        model_settings={"det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 50, "extra": {"pretrain_s": 35}}},
+        model_settings={"det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 50, "extra": {"pretrain_s": 35}},
+                        "cls_squeezenet1_1": {"val_every": 1}},
         classifier_sizes={"cls_inception_v3": (192, 80)},
         # the landmark model: as many epochs of 12 steps as fit in its budget (it was 3 epochs, ~120 s, SMAPE 48%)
         cobb=TrainSettings(image_size=(384, 192), epochs=30, batch_size=8, lr=1e-3, max_steps_per_epoch=12,
