@@ -1,5 +1,5 @@
-"""Training profiles: ``quick`` (all six models on a 2-core CPU in about ten minutes) and ``paper`` (the paper's
-protocol: 50 epochs for the classifiers, 4000 steps for the detectors; meant for a GPU).
+"""Training profiles: ``quick`` (all six models and the Cobb model on a 2-core CPU in about eleven minutes) and
+``paper`` (the paper's protocol: 50 epochs for the classifiers, 4000 steps for the detectors; meant for a GPU).
 
 ``quick`` is a smoke-scale benchmark, not a result to cite: small inputs, few epochs, capped steps. Its numbers
 show that the pipeline works end to end and rank models only roughly; say so wherever they are shown.
