@@ -112,7 +112,7 @@ def test_probabilities_equal_the_training_pipeline(predictor):
         np.testing.assert_allclose(got, ref, atol=6e-5, err_msg=name)
 
 
-def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, tmp_path):
+def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, tmp_path, monkeypatch):
     """Detectors predict several images a batch, only images the model pads to one shape: the boxes and scores are
     each image's own (the demo's batch of one) and come back in the dataset's order."""
     from PIL import Image
@@ -143,14 +143,10 @@ def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, t
                       for i in b}
             assert len(shapes) == 1, (name, b, shapes)
         assert batches != [list(range(k, min(k + 3, len(ds)))) for k in range(0, len(ds), 3)]  # shapes regrouped
-        old = task.predict_batch_size
-        try:
-            task.predict_batch_size = 1
-            one = task.predict(model, ds, torch.device("cpu"))
-            task.predict_batch_size = 3
-            grouped = task.predict(model, ds, torch.device("cpu"))
-        finally:
-            task.predict_batch_size = old
+        monkeypatch.setattr(type(task), "predict_batch_size", 1)
+        one = task.predict(model, ds, torch.device("cpu"))
+        monkeypatch.setattr(type(task), "predict_batch_size", 3)
+        grouped = task.predict(model, ds, torch.device("cpu"))
         assert grouped["image_ids"] == [r["image_id"] for r in recs] == one["image_ids"]
         np.testing.assert_allclose(grouped["probs"], one["probs"], atol=1e-6, err_msg=name)
         for a, b in zip(one["detections"], grouped["detections"]):

@@ -36,17 +36,30 @@ def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def affine_theta(angle: float, scale: float, shift: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
-    """``affine_grid``'s (2, 3) matrix for a turn by ``angle`` (radians) and a zoom by ``scale`` in pixel space,
-    then a shift by ``shift`` (fractions of the half-width and half-height), on an (H, W) = ``size`` image.
+def grid_theta(inverse: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``affine_grid``'s (..., 2, 3) matrix from an output -> input map in pixel coordinates (..., 3, 3).
 
-    Why not the textbook rotation matrix: ``affine_grid`` works in coordinates normalised to [-1, 1] per axis, and
-    on a 192 x 80 input a turn there is a shear in pixels: a "7 degree" turn tilted horizontal edges (endplates) by
-    17 degrees while vertical ones moved by 3, i.e. it faked the vertebral tilt that a scoliosis call reads.
+    Why: ``affine_grid`` works in coordinates normalised to [-1, 1] per axis (``align_corners=False``:
+    u = (n + 1) * W / 2), and a turn written there is a shear in pixels on a non-square input; a map written in
+    pixels and converted here stays a turn whatever the aspect (the classifiers' and the Cobb model's augmentation).
+    """
+    to_n = torch.tensor([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]], dtype=inverse.dtype)
+    return (to_n @ inverse @ torch.linalg.inv(to_n))[..., :2, :]
+
+
+def affine_theta(angle: float, scale: float, shift: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
+    """``affine_grid``'s (2, 3) matrix for a turn by ``angle`` (radians) and a zoom by ``scale`` about the centre in
+    pixel space, then a shift by ``shift`` (fractions of the half-width and half-height), on an (H, W) image.
+
+    With the textbook matrix written in normalised coordinates instead, a "7 degree" turn tilted the horizontal
+    edges (endplates) of a 192 x 80 input by 17 degrees, faking the vertebral tilt that a scoliosis call reads.
     """
     h, w = size
+    cx, cy = w / 2, h / 2
     c, s = math.cos(angle) / scale, math.sin(angle) / scale
-    return torch.tensor([[c, -s * h / w, shift[0]], [s * w / h, c, shift[1]]], dtype=torch.float32)
+    inverse = torch.tensor([[c, -s, cx + shift[0] * cx - (c * cx - s * cy)],
+                            [s, c, cy + shift[1] * cy - (s * cx + c * cy)], [0, 0, 1]], dtype=torch.float64)
+    return grid_theta(inverse, h, w).float()
 
 
 class ClassifierTransform:

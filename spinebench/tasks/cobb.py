@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from spinebench.cobb import N_LANDMARKS, cobb_angles_many, smape
-from spinebench.data.transforms import ClassifierTransform, resize
+from spinebench.data.transforms import ClassifierTransform, grid_theta, resize
 from spinebench.engine.device import autocast, channels_last
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.results import COBB_PREDICTION_COLUMNS
@@ -93,9 +93,7 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
     m = torch.eye(3).repeat(b, 1, 1)
     m[flip, 0, 0], m[flip, 0, 2] = -1.0, float(w)
     fwd = m @ a
-    # grid_sample wants output -> input in normalised coordinates (align_corners=False: u = (n + 1) * W / 2)
-    to_n = torch.tensor([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]])
-    theta = (to_n @ torch.linalg.inv(fwd) @ torch.linalg.inv(to_n))[:, :2].to(dev, images.dtype)
+    theta = grid_theta(torch.linalg.inv(fwd), h, w).to(dev, images.dtype)  # grid_sample maps output -> input
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     pts = torch.cat([landmarks, torch.ones_like(landmarks[..., :1])], -1) @ fwd.to(dev).transpose(1, 2)
