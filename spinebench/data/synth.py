@@ -910,9 +910,14 @@ def contact_sheet(path: str | os.PathLike, source: str | os.PathLike | None = No
         for p, k in image_plan(n, seed):
             img, truth = render_image(seed, p, k)
             tiles.append((img, f"p{p:04d}-{k} {truth.cobb.max():.0f}d" + (" HW" if truth.implant else "")))
+    return tile_sheet(path, tiles, height=height, cols=cols)
+
+
+def tile_sheet(path: str | os.PathLike, tiles, height: int = 420, cols: int = 12) -> Path:
+    """Write captioned grayscale tiles ``[(img [0, 1], caption), ...]`` as rows of ``cols`` at one height."""
     ims = []
     for img, cap in tiles:
-        im = Image.fromarray(np.round(img * 255).astype(np.uint8))
+        im = Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
         im = im.resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
         canvas = Image.new("L", (im.width, height + 18), 40)
         canvas.paste(im, (0, 0))
