@@ -52,7 +52,7 @@ def _task(name: str) -> str:
 
 
 def _examples() -> list[tuple[str, str]]:
-    """(path, label) of the shipped example images, label from the file name (``01_normal.png`` -> normal)."""
+    """(path, label) of the shipped example images, label from the file name (``01_normal.jpg`` -> normal)."""
     if not EXAMPLES_DIR.is_dir():
         return []
     files = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in SUPPORTED_EXTENSIONS)

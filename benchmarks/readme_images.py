@@ -34,7 +34,7 @@ def _small_png(src: Path, dst: Path, width: int) -> Path:
         width = int(width * 0.85)
 
 
-def screenshot(weights: Path, out: Path, example: str = "03_implant.png") -> Path:
+def screenshot(weights: Path, out: Path, example: str = "03_implant.jpg") -> Path:
     """The demo's Analyze tab after the example's analysis, as a PNG."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -133,7 +133,7 @@ def test_ui_event_returns_pictures_table_and_json(client):
 
     out = client.predict(handle_file(example("normal")), api_name="/analyze_ui")
     view, meta, agreement, table, result, report, *panels = out
-    assert Path(view).is_file() and "format: png" in meta and "of 6" in agreement
+    assert Path(view).is_file() and "format: jpeg" in meta and "of 6" in agreement
     page = Path(report).read_text()  # the download: one self-contained page naming every model's weights
     assert "<html" in page.lower() and "not a diagnosis" in page
     assert all(m["weights_sha256"] in page for m in result["provenance"]["models"].values())

@@ -115,7 +115,7 @@ def test_load_trained_from_folder_and_offline_hub_cache_agree(weights, hf_cache)
     import spinebench as sb
     from spinebench.io import load_image
 
-    img, _ = load_image(Path(sb.__file__).parent / "assets" / "examples" / "02_scoliosis.png")
+    img, _ = load_image(Path(sb.__file__).parent / "assets" / "examples" / "02_scoliosis.jpg")
     outs = {}
     for src in (str(weights), f"hf://{REPO}@v1", f"hf://{REPO}", f"hf://{REPO}@{COMMIT}"):
         model, rec = sb.load_trained("cls_squeezenet1_1", weights=src)
@@ -137,7 +137,7 @@ def test_predictor_and_demo_read_the_hub(weights, hf_cache, monkeypatch, tmp_pat
     monkeypatch.setenv(sp.WEIGHTS_REVISION_ENV, "v1")
     found = sp.find_weights(tmp_path / "no-local-weights")  # what the demo's main() does first
     assert found is not None and (found / "manifest.json").is_file() and str(hf_cache) in str(found)
-    example = str(Path(sp.__file__).parent.parent / "assets" / "examples" / "03_implant.png")
+    example = str(Path(sp.__file__).parent.parent / "assets" / "examples" / "03_implant.jpg")
     hub = Predictor(f"hf://{REPO}@v1", heatmaps=False, optimize=False, lanes=1)
     assert hub.weights_dir == found
     a = hub.analyze(example, draw=False).result

@@ -86,8 +86,8 @@ def test_analyze_gives_one_entry_per_model(predictor):
         pos = sum(m[f]["positive"] for m in r["models"].values())
         assert ag[f]["positive"] == pos and ag[f]["agree"] == max(pos, 6 - pos)
     assert "not a diagnosis" in r["disclaimer"]
-    # the model view is the quick profile's cache side (the example is 448 px tall)
-    assert r["image"]["model_view"][0] == QUICK_SIDE and r["image"]["height"] == 448
+    # the model view is the quick profile's cache side (the example is 1,000 px tall)
+    assert r["image"]["model_view"][0] == QUICK_SIDE and r["image"]["height"] == 1000
     # pictures: the input as the models see it, one per model
     assert a.images["input"].shape == tuple(r["image"]["model_view"])
     for name in predictor.names:
@@ -123,7 +123,7 @@ def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, t
     from spinebench.tasks import get_task
 
     paths = []
-    for p in sorted(EXAMPLES.glob("*.png")):  # each example, and narrower crops of it (other padded shapes)
+    for p in sorted(EXAMPLES.glob("*.jpg")):  # each example, and narrower crops of it (other padded shapes)
         im = Image.open(p)
         paths.append(p)
         for k, frac in enumerate((0.55, 0.8)):
@@ -369,7 +369,7 @@ def test_model_cards_say_what_the_model_is(demo_weights):
 def test_examples_are_small_and_cover_each_case():
     from spinebench.io import load_image
 
-    files = [p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".dcm")]
+    files = [p for p in EXAMPLES.iterdir() if p.suffix in (".png", ".jpg", ".dcm")]
     names = " ".join(p.stem for p in files)
     for kind in ("normal", "scoliosis", "implant", "implant_and_scoliosis", "dicom"):
         assert kind in names
@@ -377,6 +377,8 @@ def test_examples_are_small_and_cover_each_case():
         assert p.stat().st_size < 100_000, p
         img, meta = load_image(p)
         assert img.ndim == 2 and 0 <= img.min() and img.max() <= 1
+        if p.suffix == ".jpg":  # readable by a visitor: about 1,000 px on the long side
+            assert max(img.shape) == 1000, (p, img.shape)
 
 
 def test_find_weights_never_trains(tmp_path, demo_weights, monkeypatch):
@@ -415,7 +417,7 @@ def test_detector_boxes_are_in_original_pixels(predictor):
         for b in m.get("boxes", []):
             x0, y0, x1, y1 = b["box"]
             assert -1 <= x0 <= x1 <= w + 1 and -1 <= y0 <= y1 <= h + 1, (name, b)
-    assert math.isclose(a.scale, QUICK_SIDE / 448, rel_tol=1e-3)
+    assert math.isclose(a.scale, QUICK_SIDE / 1000, rel_tol=1e-3)
 
 
 def test_cobb_model_is_shown_when_trained(demo_weights, tmp_path):
