@@ -174,6 +174,34 @@ def test_default_set_design():
     assert (largest >= 40).mean() > 0.1 and largest.max() < 95
 
 
+def test_framing_matches_the_real_films():
+    """The column fills the film as on the AASCE radiographs (measured on their 481 training films: T1 top at
+    0.04 +- 0.01 of the height, L5 bottom at 0.92 +- 0.04, width / height 0.40 +- 0.05); v2 ended L5 at 0.85."""
+    top, bottom, aspect = [], [], []
+    for p in range(80):
+        sp = synth.build_spine(synth.sample_patient(0, p), synth._rng(0, 2, p, 0))
+        lm = sp.landmarks
+        top.append(lm[:4, 1].min() / sp.height)
+        bottom.append(lm[-4:, 1].max() / sp.height)
+        aspect.append(sp.width / sp.height)
+    assert 0.02 < np.mean(top) < 0.06 and 0.87 < np.mean(bottom) < 0.95, (np.mean(top), np.mean(bottom))
+    assert 0.33 < np.mean(aspect) < 0.5
+
+
+def test_stitch_seam_is_a_line_and_an_exposure_step():
+    img = np.full((1000, 400), 0.5, np.float32)
+    seamed = [synth._stitch(img, np.random.default_rng(k)) for k in range(40)]
+    changed = [s for s in seamed if not np.array_equal(s, img)]
+    assert 0.15 < len(changed) / len(seamed) < 0.6 and np.array_equal(img, np.full((1000, 400), 0.5))  # input kept
+    for s in changed:
+        rows = s.mean(1)
+        y0 = int(np.flatnonzero(rows != 0.5).min())
+        assert 290 <= y0 <= 650  # across the middle of the film, not at its edges; above it nothing changed
+        below = rows[y0 + 12:]
+        assert np.ptp(below) < 1e-6  # one exposure step below the seam, the same for every row
+        assert abs(rows[y0] - 0.5) >= 0.049  # and a line at the seam itself, 0.05-0.15 bright or dark
+
+
 def test_long_fusion_on_a_scoliotic_spine_is_boxed():
     p = _first_patient(lambda pat: pat.hardware == "long_fusion" and not pat.preop_first)
     img, truth = synth.render_image(0, p, 0)
