@@ -522,7 +522,7 @@ def _soft_tissue(sp: Spine, pat: Patient, rng, f: int = 4) -> dict[str, np.ndarr
     body = np.clip(1 - ((X - mid) / half) ** 2, 0, 1) ** 0.3
     # above the lung apices only the neck is thick: the supraclavicular corners of a real film are dark
     neck = np.clip(1 - ((X - mid) / (pat.chest_hw * 0.45 * ppm)) ** 2, 0, 1) ** 0.5
-    above = np.clip((lev(0) - Y) / (30 * ppm), 0, 1)[:, :1]
+    above = np.clip((lev(0) - yy) / (30 * ppm), 0, 1)[:, None]
     body = body * (1 - above) + np.minimum(body, 0.35 + 0.65 * neck) * above
     # spine x for each row
     order = np.argsort(sp.path[:, 1])

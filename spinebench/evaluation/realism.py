@@ -28,16 +28,16 @@ import torch.nn.functional as F
 
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.splits import assign_splits
-from spinebench.data.transforms import resize
+from spinebench.data.transforms import ClassifierTransform
 from spinebench.evaluation.metrics import bootstrap_ci, weighted_auroc
 
 PROBES = ("hist", "cnn")
 
 
 def probe_inputs(records: Sequence[dict], size: tuple[int, int], max_side: int = 320) -> torch.Tensor:
-    """(N, 1, H, W) float32 films at ``size``, decoded and resized as the classifiers' input is."""
-    ds = SpineDataset(records, max_side=max_side)
-    return torch.stack([resize(ds[i]["image"], size) for i in range(len(ds))])
+    """(N, 1, H, W) float32 films at ``size``: the classifiers' own evaluation input (decode, cache, resize)."""
+    ds = SpineDataset(records, max_side=max_side, transform=ClassifierTransform(size, train=False))
+    return torch.stack([ds[i]["image"] for i in range(len(ds))])
 
 
 def global_features(x: torch.Tensor) -> np.ndarray:
@@ -86,8 +86,9 @@ def _fit_hist(xtr, ytr, xte) -> np.ndarray:
 
 def _fit_cnn(xtr, ytr, xte, epochs: int, seed: int) -> tuple[np.ndarray, float]:
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = _ProbeNet()
+    with torch.random.fork_rng():  # a seeded init without resetting the caller's global generator
+        torch.manual_seed(seed)
+        net = _ProbeNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     y = torch.as_tensor(ytr, dtype=torch.float32)
     bs, loss = 32, float("nan")
