@@ -66,7 +66,7 @@ def cmd_data_synth(args) -> int:
     from spinebench.data import synth
 
     if args.out:
-        synth.generate(args.out, n=args.n, seed=args.seed, workers=args.workers)
+        synth.generate(args.out, n=args.n, seed=args.seed, workers=args.workers, scale=args.scale)
         print(f"wrote {args.n} synthetic radiographs and manifest.csv to {args.out}")
     if args.contact_sheet:
         synth.contact_sheet(args.contact_sheet, source=args.out, n=args.sheet_n, seed=args.seed)
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=600, help="number of images (default 600)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="parallel workers (default: CPU count)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="film size (default 1: 800-1200 px tall; 0.5: 400-600 px, what the quick profile renders)")
     p.add_argument("--contact-sheet", metavar="FILE.png", help="also render a contact sheet of the images")
     p.add_argument("--sheet-n", type=int, default=24, help="images on the contact sheet (default 24)")
     p.set_defaults(func=cmd_data_synth)

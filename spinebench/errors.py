@@ -20,3 +20,7 @@ class SpecError(SpinebenchError):
 
 class SplitError(SpinebenchError):
     """A split is invalid, e.g. one patient's images fall into more than one split."""
+
+
+class SynthSettingsError(SpinebenchError, ValueError):
+    """Impossible settings for the synthetic generator (no images, an absurd film scale)."""

@@ -446,3 +446,29 @@ def test_narrow_strided_convolutions_run_in_fp32_under_cpu_bf16():
     assert y.dtype == torch.float32 and torch.allclose(y, plain(narrow), atol=1e-5)
     assert z.dtype == torch.bfloat16  # every other shape keeps bf16
     assert type(create_model("cls_inception_v3").net.Mixed_7a.branch3x3_2.conv).__name__ == "_NarrowSafeConv2d"
+
+
+@pytest.mark.skipif(not __import__("spinebench.engine.device", fromlist=["x"]).cpu_has_bf16(),
+                    reason="needs a CPU with native bf16")
+def test_bf16_training_returns_fp32_validation_predictions(tiny_data):
+    """Thresholds are chosen on train_model's best-epoch validation predictions without a second pass: under
+    bf16-mixed they must be exactly what fp32 ``predict`` gives (bf16 moves probabilities by ~1e-3)."""
+    from spinebench.engine import device as D
+    from spinebench.engine.train import predict, transforms_for
+    from spinebench.tasks import get_task
+
+    tr, va = _tiny_sets(tiny_data)
+    settings = TrainSettings(epochs=1, batch_size=8, lr=1e-3, image_size=(48, 48), val_every=0)
+    try:
+        D.set_precision("bf16-mixed")
+        torch.manual_seed(0)
+        model = create_model("cls_resnet50", pretrained="none")
+        fit = train_model(model, tr, va, settings=settings, device=torch.device("cpu"), seed=0, progress=False)
+        eval_va = va.with_transform(transforms_for(model, (48, 48), train=False))
+        again = predict(model, eval_va, torch.device("cpu"), batch_size=8)
+        fast = get_task(model).predict(model, eval_va, torch.device("cpu"), batch_size=8)  # in the run's bf16
+    finally:
+        D.set_precision("auto")
+    assert fit["val_pred"] is not None
+    np.testing.assert_array_equal(fit["val_pred"]["probs"], again["probs"])
+    assert not np.array_equal(fast["probs"], again["probs"])  # bf16 predictions would not have passed

@@ -256,6 +256,25 @@ def test_synth_specs(tmp_path, monkeypatch, synth_dir):
         load_records("synth")
 
 
+def test_a_run_that_keeps_few_pixels_gets_the_same_films_at_half_size(tmp_path, monkeypatch):
+    """``load_records(..., max_side=320)`` (the quick profile's cache) renders the default set at scale 0.5: the same
+    patients, labels, hardware and framing (landmarks at half the pixels), 400-600 px tall, in its own cache folder;
+    a run that keeps 1024 px gets the full-size set."""
+    assert synth.scale_for(320) == 0.5 and synth.scale_for(1024) == 1.0 and synth.scale_for(None) == 1.0
+    monkeypatch.setenv("SPINEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(synth, "DEFAULT_N", 3)
+    half, full = load_records("synth", max_side=320), load_records("synth", max_side=1024)
+    assert synth.default_dir(scale=0.5) != synth.default_dir() and (synth.default_dir(scale=0.5) / "manifest.csv").is_file()
+    for h, f in zip(half, full):
+        assert h["image_id"] == f["image_id"] and 400 <= h["height"] <= 600 and 800 <= f["height"] <= 1200
+        assert (h["implant"], h["scoliosis"], h["split"]) == (f["implant"], f["scoliosis"], f["split"])
+        np.testing.assert_allclose(np.asarray(h["landmarks"]) / h["height"], np.asarray(f["landmarks"]) / f["height"],
+                                   atol=2e-3)
+        assert h["cobb_mt"] == pytest.approx(f["cobb_mt"], abs=0.5)
+        img, _ = load_image(Path(synth.default_dir(scale=0.5)) / h["path"])
+        assert img.shape == (h["height"], h["width"])
+
+
 def test_cli_and_contact_sheet(tmp_path, synth_dir):
     from PIL import Image
 

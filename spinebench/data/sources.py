@@ -12,7 +12,9 @@ Grammar::
     hybrid:SPEC       surgical hardware rendered onto the radiographs of SPEC (needs landmarks), e.g.
                       hybrid:aasce=PATH
 
-Each source is a function ``load(arg: str | None) -> list[record]`` registered with :func:`register_source`;
+Each source is a function ``load(arg: str | None) -> list[record]`` registered with :func:`register_source`
+(``sized=True``: ``load(arg, max_side=...)``, for a source that renders its images and need not render them larger
+than the caller keeps);
 wrappers (``hybrid:``) are ``fn(records) -> records`` registered with :func:`register_wrapper`.
 """
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _SOURCES: dict[str, Callable[[str | None], list[dict]]] = {}
 _WRAPPERS: dict[str, Callable[[list[dict]], list[dict]]] = {}
+_SIZED: set[str] = set()  # sources whose loader takes max_side
 # modules that register sources; imported lazily so that `import spinebench` stays light
 _SOURCE_MODULES = (
     "spinebench.data.aasce", "spinebench.data.vindr", "spinebench.data.folder",
@@ -35,9 +38,11 @@ _SOURCE_MODULES = (
 )
 
 
-def register_source(name: str):
+def register_source(name: str, sized: bool = False):
     def deco(fn):
         _SOURCES[name] = fn
+        if sized:
+            _SIZED.add(name)
         return fn
     return deco
 
@@ -87,14 +92,18 @@ def parse_spec(spec: str) -> tuple[list[str], str, str | None]:
     return wrappers, kind, (arg if eq else None)
 
 
-def load_records(specs: str | Iterable[str]) -> list[dict]:
-    """Load and concatenate the records of one or several specs; image ids must stay unique."""
+def load_records(specs: str | Iterable[str], max_side: int | None = None) -> list[dict]:
+    """Load and concatenate the records of one or several specs; image ids must stay unique.
+
+    ``max_side``: the longest side the caller decodes images to (a run's ``Profile.cache_side``); sources that
+    render their images (``synth``) render them no larger than that needs. None: full size.
+    """
     if isinstance(specs, str):
         specs = [specs]
     records: list[dict] = []
     for spec in specs:
         wrappers, kind, arg = parse_spec(spec)
-        recs = _SOURCES[kind](arg)
+        recs = _SOURCES[kind](arg, max_side=max_side) if kind in _SIZED else _SOURCES[kind](arg)
         for w in reversed(wrappers):
             recs = _WRAPPERS[w](recs)
         log.info("%s: %d images", spec, len(recs))

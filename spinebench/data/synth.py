@@ -224,8 +224,12 @@ def _tilt_function(knots_s: np.ndarray, knots_a: np.ndarray):
     return theta
 
 
-def build_spine(pat: Patient, rng: np.random.Generator, corrected: bool = False) -> Spine:
-    """Lay the vertebrae along the curve (in mm), then frame the image around them (in pixels)."""
+def build_spine(pat: Patient, rng: np.random.Generator, corrected: bool = False, scale: float = 1.0) -> Spine:
+    """Lay the vertebrae along the curve (in mm), then frame the image around them (in pixels).
+
+    ``scale`` sizes the film (800-1200 px tall at 1); the anatomy and framing, drawn from ``rng`` before any pixel
+    count, are the same at every scale.
+    """
     h, w, d = pat.body_h, pat.body_w, pat.disc
     # arc position of each body centre, from the top of C6
     tops = np.concatenate([[0.0], np.cumsum(h[:-1] + d[:-1])])
@@ -276,12 +280,12 @@ def build_spine(pat: Patient, rng: np.random.Generator, corrected: bool = False)
     y_top = corners[FIRST_T, :2, 1].min() - top_mm
     y_bot = corners[FIRST_T + 16, 2:, 1].max() + bottom_mm
     span = y_bot - y_top
-    H = int(rng.integers(800, 1201)) // 2 * 2
+    H = int(int(rng.integers(800, 1201)) * scale) // 2 * 2
     ppm = H / span
     mid = 0.5 * (cx[FIRST_T] + cx[-1]) + rng.normal(0, 3)
     xs = corners[:, :, 0]
     need = (max(xs.max() - mid, mid - xs.min()) + 55) * 2 * ppm
-    W = int(np.clip(max(H * rng.uniform(0.32, 0.5), need), 320, 640)) // 2 * 2  # real films: 0.3-0.47
+    W = int(np.clip(max(H * rng.uniform(0.32, 0.5), need), 320 * scale, 640 * scale)) // 2 * 2  # real films: 0.3-0.47
     x_off = W / 2 - mid * ppm + rng.normal(0, 0.03 * W)
     # keep the spine inside with a margin
     lo, hi = xs.min() * ppm + x_off, xs.max() * ppm + x_off
@@ -625,12 +629,16 @@ class Truth:
     hardware: list  # construct kinds
 
 
-def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
-    """Draw one image: returns (img float32 (H, W) in [0, 1], Truth[, layers dict when asked])."""
+def render_image(seed: int, patient: int, view: int, *, scale: float = 1.0, layers: bool = False):
+    """Draw one image: returns (img float32 (H, W) in [0, 1], Truth[, layers dict when asked]).
+
+    ``scale`` < 1 renders the same film smaller (``build_spine``), about as if the full-size one were downscaled:
+    the detector blur and quantum noise, set per pixel, shrink with it.
+    """
     pat = sample_patient(seed, patient)
     rng = _rng(seed, 2, patient, view)
     hardware = has_hardware(pat, view)
-    sp = build_spine(pat, rng, corrected=hardware and pat.hardware == "long_fusion")
+    sp = build_spine(pat, rng, corrected=hardware and pat.hardware == "long_fusion", scale=scale)
     H, W, ss = sp.height, sp.width, 2
 
     bodies, plates, post, ribs, ant, ilium, sacrum = (Canvas(0, 0, W, H, ss, mode="L") for _ in range(7))
@@ -669,9 +677,9 @@ def render_image(seed: int, patient: int, view: int, *, layers: bool = False):
     img *= np.float32(1) + np.float32(rng.uniform(-0.06, 0.06)) * np.linspace(-0.5, 0.5, H, dtype=np.float32)[:, None]
     lo, hi = np.quantile(img[::3, ::3], [0.002, 0.998])
     img = np.clip((img - lo) / (hi - lo), 0, 1)
-    blur = rng.uniform(0.7, 1.5)
+    blur = rng.uniform(0.7, 1.5) * scale
     img = _gauss(img, blur)
-    sigma = rng.uniform(0.0007, 0.0025)
+    sigma = rng.uniform(0.0007, 0.0025) * scale
     noise = _gauss(rng.standard_normal((H, W), dtype=np.float32), 0.8)
     img = img + noise * sigma / 0.26 * (0.6 + 0.5 * img)
 
@@ -849,8 +857,8 @@ def _write_dicom(path: Path, arr: np.ndarray, bits: int, mono1: bool, rle: bool,
 
 
 def _render_job(job: tuple) -> dict:
-    seed, patient, view, out = job
-    img, truth = render_image(seed, patient, view)
+    seed, patient, view, out, scale = job
+    img, truth = render_image(seed, patient, view, scale=scale)
     fmt = image_format(seed, patient, view)
     pid = f"p{patient:04d}"
     path = write_image(img, Path(out) / "images" / f"{pid}_{view}", fmt, uid_key=f"{seed}/{pid}/{view}",
@@ -865,18 +873,24 @@ def _render_job(job: tuple) -> dict:
 
 
 def generate(out: str | os.PathLike, n: int = DEFAULT_N, seed: int = DEFAULT_SEED, workers: int | None = None,
-             progress: bool = True) -> list[dict]:
-    """Write n synthetic radiographs and ``out/manifest.csv`` (patient-level splits); return the records."""
+             progress: bool = True, scale: float = 1.0) -> list[dict]:
+    """Write n synthetic radiographs and ``out/manifest.csv`` (patient-level splits); return the records.
+
+    ``scale`` sizes the films (:func:`render_image`; 1: 800-1200 px tall, 0.5: 400-600 px).
+    """
     from spinebench.data.splits import assign_splits
+    from spinebench.errors import SynthSettingsError
 
     if n < 1:
-        raise ValueError("n must be at least 1")
+        raise SynthSettingsError(f"n must be at least 1, not {n}")
+    if not 0.1 <= scale <= 4:
+        raise SynthSettingsError(f"scale must be between 0.1 and 4, not {scale:g}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     marker = out / COMPLETE_MARKER
     if marker.exists():
         marker.unlink()
-    jobs = [(seed, p, k, str(out)) for p, k in image_plan(n, seed)]
+    jobs = [(seed, p, k, str(out), float(scale)) for p, k in image_plan(n, seed)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     bar = None
     if progress:
@@ -904,7 +918,7 @@ def generate(out: str | os.PathLike, n: int = DEFAULT_N, seed: int = DEFAULT_SEE
         bar.close()
     assign_splits(records, seed=seed)
     write_manifest(records, out / "manifest.csv")
-    marker.write_text(f"generator v{GENERATOR_VERSION} n={n} seed={seed}\n")
+    marker.write_text(f"generator v{GENERATOR_VERSION} n={n} seed={seed} scale={scale:g}\n")
     return read_manifest(out / "manifest.csv")
 
 
@@ -968,30 +982,43 @@ def tile_sheet(path: str | os.PathLike, tiles, height: int = 420, cols: int = 12
 # data source
 
 
-def default_dir(n: int | None = None, seed: int = DEFAULT_SEED) -> Path:
+def scale_for(max_side: int | None) -> float:
+    """The film scale the default set is rendered at for a run that decodes images to ``max_side`` at most.
+
+    Why: rendering costs per pixel (0.35 s a full-size film on one core, 0.095 s at half size), and the quick
+    profile keeps 320 px of a film's 800-1200: half-size films (400-600 px tall) still cover that 1.25-1.9 times.
+    Runs that keep more (the paper profile's 1024) get full-size films. Two sizes only, so the cache holds at most
+    two copies of the set.
+    """
+    return 0.5 if max_side is not None and max_side * 1.25 <= 800 * 0.5 else 1.0
+
+
+def default_dir(n: int | None = None, seed: int = DEFAULT_SEED, scale: float = 1.0) -> Path:
     from spinebench.paths import cache_dir
 
     n = DEFAULT_N if n is None else n
-    return cache_dir("synth", f"v{GENERATOR_VERSION}-n{n}-s{seed}")
+    return cache_dir("synth", f"v{GENERATOR_VERSION}-n{n}-s{seed}" + ("" if scale == 1 else f"-x{scale:g}"))
 
 
-def ensure_default(n: int | None = None, seed: int = DEFAULT_SEED, workers: int | None = None) -> Path:
+def ensure_default(n: int | None = None, seed: int = DEFAULT_SEED, workers: int | None = None,
+                   scale: float = 1.0) -> Path:
     """The default set, generated into the cache the first time (a completion marker guards half-written sets)."""
-    out = default_dir(n, seed)
+    out = default_dir(n, seed, scale)
     if not (out / COMPLETE_MARKER).exists() or not (out / "manifest.csv").exists():
         n = DEFAULT_N if n is None else n
-        log.info("generating the default synthetic set (%d images, seed %d) into %s", n, seed, out)
-        generate(out, n=n, seed=seed, workers=workers)
+        log.info("generating the default synthetic set (%d images, seed %d, scale %g) into %s", n, seed, scale, out)
+        generate(out, n=n, seed=seed, workers=workers, scale=scale)
     return out
 
 
-@register_source("synth")
-def load_synth(arg: str | None) -> list[dict]:
-    """``synth``: the default set (generated once into the cache); ``synth=DIR``: a folder from ``data synth``."""
+@register_source("synth", sized=True)
+def load_synth(arg: str | None, max_side: int | None = None) -> list[dict]:
+    """``synth``: the default set (generated once into the cache, at :func:`scale_for` ``max_side``);
+    ``synth=DIR``: a folder from ``data synth``."""
     from spinebench.errors import SpecError
 
     if arg is None:
-        return read_manifest(ensure_default() / "manifest.csv")
+        return read_manifest(ensure_default(scale=scale_for(max_side)) / "manifest.csv")
     d = Path(arg).expanduser()
     if not (d / "manifest.csv").is_file():
         raise SpecError(f"synth={arg}: no manifest.csv there; write one with "

@@ -106,8 +106,8 @@ def scoring_precision():
 
     Why: a bf16 forward pass moves a probability by up to ~2e-3, enough to carry an image across a threshold; in
     fp32 the leaderboard, ``evaluate`` and the demo give the same probability for the same weights and image on
-    any machine, with or without bf16 units. Training and its per-epoch validation (model selection only) keep
-    the fast precision.
+    any machine, with or without bf16 units. Training keeps the fast precision; validation runs in fp32 where
+    thresholds are chosen on it (``engine.train``), in the fast precision where it only selects (the Cobb model).
     """
     old = _precision["mode"]
     _precision["mode"] = "fp32"

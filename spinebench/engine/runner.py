@@ -148,7 +148,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     run_overrides = dict(overrides)  # recorded in config.json; resume re-applies them
     if not keep_checkpoints:  # a finished model's checkpoint is deleted: writing one after its last epoch is waste
         overrides["final_checkpoint"] = False
-    records, counts, models = _split_records(data, split_file, split_mode, split_seed, models)
+    records, counts, models = _split_records(data, split_file, split_mode, split_seed, models, prof.cache_side)
 
     ctx = RunContext(run_id=run_dir.name, run_dir=run_dir, data=list(data), profile=prof, device=dev,
                      git_commit=_git_commit(), counts=counts, pretrained=pretrained, image_size=image_size,
@@ -158,7 +158,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             write_split_file(records, run_dir / "split.csv")
-            config = {"run_id": ctx.run_id, "data": list(data), "profile": prof.name, "models": models,
+            config = {"run_id": ctx.run_id, "data": list(data), "profile": prof.name, "cache_side": prof.cache_side,
+                      "models": models,
                       "seeds": list(seeds), "device": str(dev), "precision": precision_of(dev),
                       "pretrained": pretrained, "image_size": image_size, "epochs": epochs,
                       "overrides": run_overrides, "split_mode": split_mode, "split_seed": split_seed,
@@ -200,11 +201,12 @@ def _choose_models(models: Sequence[str] | None) -> list[str]:
     return list(models)
 
 
-def _split_records(data, split_file, split_mode, split_seed, models) -> tuple[list[dict], dict, list[str]]:
+def _split_records(data, split_file, split_mode, split_seed, models, cache_side: int
+                   ) -> tuple[list[dict], dict, list[str]]:
     """The run's records with their splits, the split counts, and the models that can use this data."""
     from spinebench.models import model_info
 
-    records = load_records(data)
+    records = load_records(data, max_side=cache_side)
     if not records:
         raise SpinebenchError(f"no images in {' '.join(data)}")
     if split_file:
@@ -339,8 +341,8 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     tf = task.transform(model, settings.image_size, train=False)
     val_pred = fit["val_pred"]
     # scores in fp32 (``predict``), what the demo and `evaluate` compute from these weights; thresholds come from
-    # validation, so its per-epoch predictions count only when they were fp32 too
-    if task.thresholds and (val_pred is None or precision_of(ctx.device) != "fp32"):
+    # the best epoch's validation predictions, which train_model computed in fp32 too (None after a resume)
+    if task.thresholds and val_pred is None:
         val_pred = predict(model, val.with_transform(tf), ctx.device, batch_size=settings.batch_size)
     test_pred = predict(model, test.with_transform(tf), ctx.device, batch_size=settings.batch_size)
     scored = task.score(val_pred, test_pred, ctx.profile.n_boot, seed)
@@ -461,7 +463,8 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
     missing = [m for m in names if m not in records_w]
     if missing:
         raise SpinebenchError(f"no weights for {', '.join(missing)} in {weights_dir} (have: {', '.join(records_w)})")
-    records = load_records(data)
+    # rendered sources (synth) at the size the largest of the models' training decodes kept
+    records = load_records(data, max_side=max(records_w[m].cache_side for m in names))
     if split_file:
         apply_split_file(records, split_file)
     else:

@@ -201,8 +201,9 @@ def _load_test_records(config: dict, split: pd.DataFrame | None, problems: list[
         return {}
     try:
         from spinebench.data.sources import load_records
+        from spinebench.engine.profiles import profile_cache_side
 
-        records = load_records(specs)
+        records = load_records(specs, max_side=profile_cache_side(config))  # the run's own rendering of synth
     except Exception as e:  # noqa: BLE001 - the data may live on another machine
         problems.append(f"the run's data ({' '.join(specs)}) could not be loaded here ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:160]}); finding counts per split and the test-image grid "
