@@ -2,7 +2,7 @@
 
 ``python app.py`` serves it (Gradio; honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT). On a fresh clone without
 trained weights it first fetches them ($SPINEBENCH_WEIGHTS_REPO, a Hugging Face Hub repository) or trains the quick
-profile offline (about twelve minutes on a 2-core CPU, with progress bars), then serves. That training on demand is
+profile offline (about nine minutes on a 2-core CPU, with progress bars), then serves. That training on demand is
 the app's choice and lives here: the library's inference side never imports the training orchestration.
 
 This file only lays out components; prediction, heatmaps, drawing, model cards and the leaderboard come from the
@@ -305,7 +305,7 @@ def ensure_weights(weights_dir: str | os.PathLike | None = None, *, hub_repo: st
                    progress: bool = True) -> Path:
     """A weights folder with trained models, whatever it takes: there already or on the Hub
     (``spinebench.predict.find_weights``), else the ``train_profile`` profile trained on ``data`` now (quick: about
-    twelve minutes on a 2-core CPU, offline, with progress bars), writing results to ``results_dir`` for the
+    nine minutes on a 2-core CPU, offline, with progress bars), writing results to ``results_dir`` for the
     leaderboard."""
     from spinebench.paths import repo_root
 

@@ -180,7 +180,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", default=["synth"], metavar="SPEC",
                    help="data specs (default: synth, the embedded synthetic set)")
     p.add_argument("--profile", choices=("quick", "paper"), default="quick",
-                   help="quick: ~12 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
+                   help="quick: ~9 min on a 2-core CPU (smoke-scale); paper: the paper's protocol, for a GPU")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     _add_precision_arg(p)

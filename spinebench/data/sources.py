@@ -6,7 +6,8 @@ Grammar::
     vindr=PATH        VinDr-SpineXR (folder with train_images/, test_images/, annotations/)
     folder=PATH       your own images: PATH/labels.csv or a .csv file (path, implant, scoliosis, optional boxes)
     coco=FILE         a COCO-JSON detection file (categories named Lum / sco)
-    synth             the embedded synthetic set, generated once into the cache and reused
+    synth             the embedded synthetic set, generated once into the cache and reused (half-size films for
+                      a run that keeps 320 px or less, such as the quick profile: ``synth.scale_for``)
     synth=DIR         a folder written by ``python -m spinebench data synth``
     manifest=FILE     a manifest CSV written by ``data manifest``
     hybrid:SPEC       surgical hardware rendered onto the radiographs of SPEC (needs landmarks), e.g.

@@ -1,4 +1,4 @@
-"""Training profiles: ``quick`` (all six models and the Cobb model on a 2-core CPU in about twelve minutes) and
+"""Training profiles: ``quick`` (all six models and the Cobb model on a 2-core CPU in about nine minutes) and
 ``paper`` (the paper's protocol: 50 epochs for the classifiers, 4000 steps for the detectors; meant for a GPU).
 
 ``quick`` is a smoke-scale benchmark, not a result to cite: small inputs, few epochs, capped steps. Its numbers
