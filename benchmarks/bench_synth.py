@@ -6,6 +6,7 @@ much: ``cpu_s / workers`` is about what the wall time is on idle cores.
 
     python benchmarks/bench_synth.py                        # 600 images, 2 workers, into a temporary folder
     python benchmarks/bench_synth.py --n 120 --workers 1 --out benchmarks/results/synth_cpu.csv
+    python benchmarks/bench_synth.py --scale 0.5            # the half-size films the quick profile renders
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("images", "workers", "seed", "wall_s", "images_per_s", "cpu_s", "cpu_s_per_image", "load_before",
+COLUMNS = ("images", "workers", "seed", "scale", "wall_s", "images_per_s", "cpu_s", "cpu_s_per_image", "load_before",
            "load_after", "disk_mb", "formats", "implant_share", "scoliosis_share", "generator_version",
            "device", "cpu_count", "python", "numpy", "git_commit", "error")
 
@@ -45,15 +46,16 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run(n: int, workers: int, seed: int) -> dict:
+def run(n: int, workers: int, seed: int, scale: float = 1.0) -> dict:
     from spinebench.data import synth
 
-    row = {"images": n, "workers": workers, "seed": seed, "generator_version": synth.GENERATOR_VERSION,
+    row = {"images": n, "workers": workers, "seed": seed, "scale": scale, "generator_version": synth.GENERATOR_VERSION,
            **environment(), "error": ""}
     with tempfile.TemporaryDirectory() as tmp:
         row["load_before"] = f"{os.getloadavg()[0]:.2f}"
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        records = synth.generate(Path(tmp) / "synth", n=n, seed=seed, workers=workers, progress=False)
+        records = synth.generate(Path(tmp) / "synth", n=n, seed=seed, workers=workers, progress=False,
+                                 scale=scale)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         row["load_after"] = f"{os.getloadavg()[0]:.2f}"
         disk = sum(p.stat().st_size for p in (Path(tmp) / "synth").rglob("*") if p.is_file())
@@ -71,15 +73,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="film size (0.5: what the quick profile renders)")
     ap.add_argument("--out", help="append the result row to this CSV (written with a header when new)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        row = run(args.n, args.workers, args.seed)
+        row = run(args.n, args.workers, args.seed, args.scale)
     except Exception as e:  # report, do not crash without a row
-        row = {"images": args.n, "workers": args.workers, "seed": args.seed, **environment(),
+        row = {"images": args.n, "workers": args.workers, "seed": args.seed, "scale": args.scale, **environment(),
                "error": f"{type(e).__name__}: {e}"}
-    print(f"{row['images']} images, {row['workers']} workers: {row.get('wall_s', '-')} s wall "
+    print(f"{row['images']} images at scale {row['scale']:g}, {row['workers']} workers: {row.get('wall_s', '-')} s wall "
           f"({row.get('images_per_s', '-')} img/s), {row.get('cpu_s', '-')} s CPU, load {row.get('load_before', '-')}"
           f" -> {row.get('load_after', '-')}, {row.get('disk_mb', '-')} MB, implant {row.get('implant_share', '-')},"
           f" scoliosis {row.get('scoliosis_share', '-')} {row['error']}")
