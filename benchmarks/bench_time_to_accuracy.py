@@ -95,13 +95,27 @@ def forward_gflops(name: str, task: str, hw: tuple[int, int], model_kwargs: dict
     return counter.get_total_flops() / 1e9
 
 
+def _with_source(name: str, profile: str) -> list[str]:
+    """The models run_all trains for ``name``: its in-domain start first where the profile has one (the
+    Inception-v2 detector starts from ``cls_inception_v3`` trained in the same run), as in ``run-all``; the row and
+    the timings read are ``name``'s own (the source's training is in ``wall_seconds`` and the memory figures)."""
+    from spinebench.engine.profiles import get_profile
+    from spinebench.models.transfer import IN_DOMAIN
+
+    plan = IN_DOMAIN.get(name) if name in get_profile(profile).transfer else None
+    if plan is None or plan.classifier.startswith("body:"):  # body:<arch> is pre-trained inside the model's own run
+        return [name]
+    return [plan.classifier, name]
+
+
 def _one(name: str, data: list[str], profile: str, device: str, work: str) -> dict:
     """Train and score one model with run_all in this (fresh) process; its row, history and run summary."""
     from spinebench.engine.runner import run_all
     from spinebench.engine.weights import read_weights_manifest
 
     logging.basicConfig(level=logging.WARNING)
-    run_dir = run_all(data=data, profile=profile, models=[name], device=device, out=Path(work) / "runs",
+    run_dir = run_all(data=data, profile=profile, models=_with_source(name, profile), device=device,
+                      out=Path(work) / "runs",
                       results=Path(work) / "results", weights_dir=Path(work) / "weights", progress=False,
                       report=False)
     metrics = json.loads((run_dir / "metrics" / f"{name}-s0.json").read_text())
