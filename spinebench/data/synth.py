@@ -632,8 +632,9 @@ class Truth:
 def render_image(seed: int, patient: int, view: int, *, scale: float = 1.0, layers: bool = False):
     """Draw one image: returns (img float32 (H, W) in [0, 1], Truth[, layers dict when asked]).
 
-    ``scale`` < 1 renders the same film smaller (``build_spine``), about as if the full-size one were downscaled:
-    the detector blur and quantum noise, set per pixel, shrink with it.
+    ``scale`` < 1 renders the film smaller (``build_spine``): the same patient, anatomy, framing, labels and
+    hardware; the detector blur and quantum noise, set per pixel, shrink with it. The texture, noise and
+    acquisition draws after the first full-size random field differ (they consume a generator seeded per film).
     """
     pat = sample_patient(seed, patient)
     rng = _rng(seed, 2, patient, view)
