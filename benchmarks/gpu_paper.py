@@ -5,11 +5,21 @@ One command does everything: checks the GPU (``nvidia-smi``, ``torch.cuda``), pr
 (generates the synthetic set, renders the AASCE hybrid set) so that run-all's clock holds only decoding, training
 and scoring, starts ``nvidia-smi ... -lms 500`` in the background, runs ``python -m spinebench run-all`` under
 ``timeout`` (whatever finished before the limit is still collected), and leaves in one folder (``--out``, default
-``$OUT``):
+``$OUT``) the files listed below.
+
+Lanes (``--lanes``, default on a GPU: :data:`GPU_LANES`): one H200 is far from busy with one of these models (a
+detector step is mostly Python and small kernels; SqueezeNet barely warms it), and one after another the seven
+need ~20 minutes. So the models run as concurrent run-all processes on the one GPU ("lanes", each ``--models`` a
+part of the seven, with the same data, split seed and profile, hence the same split: the split files are compared),
+each model with a training time budget (``--time-budget`` per lane, shared equally by its models; the cosine
+schedule follows the clock and the best validated state is kept). The lanes' run folders are merged into one
+(``config.json`` lists the lanes; ``split.csv``, logs, metrics, predictions, one leaderboard, one weights folder of
+hard links) and the report is drawn from it. ``--lanes 1`` is one plain run-all, the models in turn.
 
     leaderboard.csv        the run's rows (rebuilt from metrics/*.json when run-all was stopped by the limit)
     weights_manifest.json  the weights manifest (the weights themselves stay in --work)
-    config.json, run_summary.json, split.csv, logs/, metrics/, report/ (its files up to 1 MB)
+    config.json, run_summary.json, split.csv, logs/, metrics/, predictions/, report/ (its files up to 1 MB)
+    lane<i>.log            each lane's run-all log (with lanes)
     gpu_timing.csv         per model: train and wall seconds, images/s, GPU utilisation (mean, max) and memory
     gpu_samples.csv        every nvidia-smi sample (unix time, utilisation %, memory used MB)
     gpu_paper.json         what ran: commands, limits, exit codes, GPU check, data, notes
@@ -22,9 +32,11 @@ was written (training, validation, test scoring, latency, saving); utilisation a
 (nvidia-smi: the whole device, the allocator's cache from earlier models included) are over that window;
 ``cuda_peak_allocated_mb`` is the model's own ``torch.cuda.max_memory_allocated``, recorded by run-all. The model
 the wall limit stopped is ``unfinished`` (its window ends at the stop, its images/s are its finished epochs').
+With lanes the windows overlap and the utilisation is the whole GPU's, shared by the models running then.
 
     bash benchmarks/gpu_paper.sh                       # on the GPU machine: all seven models, paper profile
-    bash benchmarks/gpu_paper.sh --dry-run --out OUT   # anywhere: CPU, tiny data, 1 epoch, two models
+    bash benchmarks/gpu_paper.sh --dry-run --out OUT   # anywhere: CPU, tiny data, 1 epoch, two models, two lanes
+    python benchmarks/gpu_paper.py --pack-aasce .gpu/aasce2019  # a 1024 px copy of the AASCE set to carry along
 """
 
 from __future__ import annotations
@@ -53,6 +65,13 @@ REPORT_FILE_LIMIT = 1_000_000     # report files above this stay in the run fold
 COLLECT_RESERVE_S = 45            # kept back from run-all's limit to collect the outputs (and draw a late report)
 DRY_MODELS = ["cls_squeezenet1_1", "det_faster_rcnn_inception_v2"]
 DRY_SYNTH_N = 48
+#: the seven models in five lanes of about equal GPU time: each detector and the Cobb model alone, the classifiers
+#: in pairs of a slow and a fast one (H200 training img/s, bench_models: DenseNet 420 / SqueezeNet 2619,
+#: Inception-v3 522 / ResNet-50 1011)
+GPU_LANES = (("det_faster_rcnn_inception_resnet_v2",), ("det_faster_rcnn_inception_v2",), ("cobb_vertebra_resnet34",),
+             ("cls_densenet121", "cls_squeezenet1_1"), ("cls_inception_v3", "cls_resnet50"))
+LANE_THREADS = "3"   # OMP/MKL threads of each lane's main process: 16 cores shared by 5 lanes and their loaders
+PACK_SIDE = 1024     # --pack-aasce: the paper profile's cache side (all that run-all keeps of a film)
 
 
 def default_aasce() -> Path:
@@ -160,7 +179,8 @@ def timing_rows(run_dir: Path, samples: list[tuple[float, float, float]] | None,
             log_path, metrics_path = run_dir / "logs" / f"{tag}.csv", run_dir / "metrics" / f"{tag}.json"
             epochs = _read_log(log_path)
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-            running = not metrics and stopped_at is not None and not stopped_seen
+            # stopped by the limit: the first model without metrics, and (lanes) any that had finished epochs
+            running = not metrics and stopped_at is not None and (bool(epochs) or not stopped_seen)
             if not metrics and not running and not epochs:
                 rows.append({"model": name, "seed": seed, "status": "not started"})
                 continue
@@ -216,7 +236,7 @@ def collect(run_dir: Path, weights_dir: Path, out: Path, summary: dict) -> None:
     for name in ("config.json", "split.csv", "leaderboard.csv", "run_summary.json"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
-    for sub in ("logs", "metrics"):
+    for sub in ("logs", "metrics", "predictions"):   # predictions: per-source figures (real films only, ...)
         if (run_dir / sub).is_dir():
             shutil.copytree(run_dir / sub, out / sub, dirs_exist_ok=True)   # copy2: file times kept
     if not (out / "leaderboard.csv").is_file():
@@ -282,6 +302,115 @@ def _run(cmd: list[str], env: dict, log_file, timeout_s: float | None = None) ->
     return subprocess.run(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT).returncode
 
 
+def pack_aasce(src: Path, dst: Path, side: int = PACK_SIDE) -> int:
+    """A copy of the AASCE training split with every film downscaled to ``side`` px on its longest side (JPEG q95)
+    and the label CSVs (landmarks normalised to the image size, so they hold for any size), small enough to travel
+    to a GPU machine (60 -> ~25 MB). The paper profile keeps 1024 px of each film, so the run sees the same films up
+    to one re-encoding; the hybrid hardware is then drawn at that size instead of full size. Returns the image count."""
+    from PIL import Image
+
+    labels, images = Path("boostnet_labeldata/labels/training"), Path("boostnet_labeldata/data/training")
+    if not (src / images).is_dir():
+        raise SystemExit(f"gpu_paper: error: {src / images} not found (not an AASCE 2019 folder)")
+    (dst / labels).mkdir(parents=True, exist_ok=True)
+    (dst / images).mkdir(parents=True, exist_ok=True)
+    for name in ("filenames.csv", "landmarks.csv", "angles.csv"):
+        shutil.copy2(src / labels / name, dst / labels / name)
+    n = 0
+    for f in sorted((src / images).glob("*.jpg")):
+        with Image.open(f) as im:
+            im = im.convert("L")
+            scale = min(1.0, side / max(im.size))
+            if scale < 1.0:
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
+            im.save(dst / images / f.name, quality=95)
+        n += 1
+    return n
+
+
+def _lane_runs(work: Path, lanes: list[list[str]]) -> list[Path]:
+    """Each lane's run folder (the one run-all wrote under ``<work>/lanes/<i>/runs``), or None."""
+    found = []
+    for i in range(len(lanes)):
+        runs = sorted((work / "lanes" / str(i) / "runs").glob("*")) if (work / "lanes" / str(i) / "runs").is_dir() else []
+        found.append(runs[-1] if runs and (runs[-1] / "config.json").is_file() else None)
+    return found
+
+
+def merge_lanes(lane_runs: list[Path | None], merged: Path, weights: Path, notes: list[str]) -> Path:
+    """One run folder from the lanes' run folders (see the module docstring); the lanes' weights as hard links in
+    one ``weights`` folder with one manifest."""
+    sys.path.insert(0, str(ROOT))
+    from spinebench.evaluation.results import append_rows
+    from spinebench.weights import read_records, write_record
+
+    runs = [d for d in lane_runs if d is not None]
+    if not runs:
+        raise RuntimeError("no lane wrote a run folder")
+    merged.mkdir(parents=True, exist_ok=True)
+    configs = [json.loads((d / "config.json").read_text()) for d in runs]
+    splits = {(d / "split.csv").read_bytes() for d in runs if (d / "split.csv").is_file()}
+    if len(splits) != 1:
+        notes.append(f"the lanes' split files differ ({len(splits)} versions): their test sets are not the same")
+    shutil.copy2(runs[0] / "split.csv", merged / "split.csv")
+    for d in runs:
+        for sub in ("logs", "metrics", "predictions"):
+            if (d / sub).is_dir():
+                shutil.copytree(d / sub, merged / sub, dirs_exist_ok=True)   # copy2: file times kept
+    models = [m for c in configs for m in c["models"]]
+    cfg = {**configs[0], "run_id": merged.name, "models": models, "lanes": [c["models"] for c in configs],
+           "lane_runs": [str(d) for d in runs], "overrides": [c.get("overrides") for c in configs]}
+    (merged / "config.json").write_text(json.dumps(cfg, indent=2))
+    rows = [json.loads(p.read_text())["row"] for m in models for p in sorted((merged / "metrics").glob(f"{m}-s*.json"))]
+    if rows:
+        append_rows(merged / "leaderboard.csv", rows)
+        (merged / ".leaderboard.csv.lock").unlink(missing_ok=True)
+    summaries = [json.loads((d / "run_summary.json").read_text()) for d in runs if (d / "run_summary.json").is_file()]
+    (merged / "run_summary.json").write_text(json.dumps(
+        {"wall_seconds": max((x["wall_seconds"] for x in summaries), default=None),
+         "bytes_written": sum(x.get("bytes_written", 0) for x in summaries),
+         "peak_rss_mb": max((x.get("peak_rss_mb", 0) for x in summaries), default=None),
+         "lanes": len(runs), "lanes_finished": len(summaries)}, indent=2))
+    weights.mkdir(parents=True, exist_ok=True)
+    for d in runs:
+        lane_weights = d.parent.parent / "weights"
+        for rec in (read_records(lane_weights) if lane_weights.is_dir() else {}).values():
+            if rec.file and rec.path.is_file():
+                if not (weights / rec.file).exists():
+                    os.link(rec.path, weights / rec.file)
+                write_record(weights, rec)
+    return merged
+
+
+def _start(cmd: list[str], env: dict, log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, object]:
+    """Start ``cmd`` under coreutils ``timeout`` (TERM, then KILL 15 s later), its output into ``log_path``."""
+    cmd = ["timeout", "--kill-after=15", f"{max(1, int(timeout_s))}", *cmd]
+    f = open(log_path, "a")
+    f.write(f"$ {' '.join(cmd)}\n")
+    f.flush()
+    return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT), f
+
+
+def run_lanes(lanes: list[list[str]], base_cmd: list[str], work: Path, env: dict, out: Path, limit: float,
+              lane_budget: float | None) -> list[int]:
+    """Every lane's run-all at once under one wall limit; their exit codes (124/137: stopped by the limit)."""
+    procs = []
+    for i, lane in enumerate(lanes):
+        d = work / "lanes" / str(i)
+        cmd = [*base_cmd, "--models", *lane, "--out", str(d / "runs"), "--results", str(d / "results"),
+               "--weights", str(d / "weights"), "--no-report"]
+        if lane_budget:
+            cmd += ["--time-budget", f"{lane_budget / len(lane):g}"]
+        d.mkdir(parents=True, exist_ok=True)
+        lane_env = {**env, "OMP_NUM_THREADS": LANE_THREADS, "MKL_NUM_THREADS": LANE_THREADS} if len(lanes) > 1 else env
+        procs.append(_start(_spinebench(*cmd), lane_env, out / f"lane{i}.log", limit))
+    codes = []
+    for proc, f in procs:
+        codes.append(proc.wait())
+        f.close()
+    return codes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT"),
@@ -294,12 +423,23 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default 570; --dry-run 300)")
     p.add_argument("--device", help="default cuda (--dry-run: cpu)")
     p.add_argument("--models", nargs="+", help="default: every model (--dry-run: %s)" % " ".join(DRY_MODELS))
+    p.add_argument("--lanes", type=int, help="concurrent run-all processes: 1 = one run-all, the models in turn; "
+                                             "default: GPU_LANES on a GPU (five), one lane a model with --dry-run")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="training seconds of each lane, shared equally by its models (default 400 with lanes on a "
+                        "GPU: the lanes then end ~440 s after they start; 20 with --dry-run; else the profile's)")
     p.add_argument("--cache", help="SPINEBENCH_CACHE for the generated data (default: the usual cache)")
+    p.add_argument("--pack-aasce", metavar="DIR", help="only write a 1024 px copy of --aasce to DIR (to carry to a "
+                                                       "GPU machine) and exit")
     p.add_argument("--dry-run", action="store_true",
                    help=f"CPU, quick profile, 1 epoch, {DRY_SYNTH_N} synthetic images (+ the AASCE hybrid set), "
-                        "two models: proves the script and its outputs without a GPU")
+                        "two models in two lanes: proves the script and its outputs without a GPU")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.pack_aasce:
+        n = pack_aasce(Path(args.aasce), Path(args.pack_aasce))
+        log.info("%d films at <= %d px in %s", n, PACK_SIDE, args.pack_aasce)
+        return 0
 
     t0 = time.time()
     budget = args.budget or (300.0 if args.dry_run else 570.0)
@@ -353,20 +493,39 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         summary["notes"].append(f"data preparation failed (exit {rc}): see run_all.log")
 
-    # 3. run-all under the wall limit
+    # 3. run-all under the wall limit: one process, or concurrent lanes
+    models = args.models or (DRY_MODELS if args.dry_run else None)
+    if args.lanes == 1:
+        lanes = [list(models)] if models else []
+    elif args.dry_run or args.lanes:
+        names = list(models) if models else [m for lane in GPU_LANES for m in lane]
+        k = args.lanes or len(names)
+        lanes = [names[i::k] for i in range(min(k, len(names)))]
+    else:
+        lanes = [list(lane) for lane in GPU_LANES if not models or set(lane) <= set(models)]
+    lane_budget = args.time_budget or ((20.0 if args.dry_run else 400.0) if len(lanes) > 1 else None)
+    summary["lanes"], summary["lane_time_budget_s"] = lanes, lane_budget
     runs = work / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
-    cmd = ["run-all", "--data", *data, "--device", device, "--out", str(runs), "--results", str(work / "results"),
-           "--weights", str(work / "weights")]
-    cmd += ["--profile", "quick", "--epochs", "1"] if args.dry_run else ["--profile", "paper"]
-    models = args.models or (DRY_MODELS if args.dry_run else None)
-    if models:
-        cmd += ["--models", *models]
+    base = ["run-all", "--data", *data, "--device", device, "--pretrained", "none"]
+    base += ["--profile", "quick", "--epochs", "1"] if args.dry_run else ["--profile", "paper"]
     limit = budget - (time.time() - t0) - COLLECT_RESERVE_S
     summary["run_all_limit_s"] = round(limit)
-    summary["run_all_command"] = " ".join(["python", "-m", "spinebench", *cmd])
     t_run = time.time()
-    rc = _run(_spinebench(*cmd), env, logf, timeout_s=limit) if limit > 0 else 124
+    if len(lanes) > 1:
+        summary["run_all_command"] = " ".join(["python", "-m", "spinebench", *base, "--models", "<lane>",
+                                               "--time-budget", "<lane budget / models>"])
+        codes = run_lanes(lanes, base, work, env, out, limit, lane_budget) if limit > 0 else [124]
+        rc = next((c for c in codes if c != 0), 0)
+        summary["lane_rcs"] = codes
+    else:
+        cmd = [*base, "--out", str(runs), "--results", str(work / "results"), "--weights", str(work / "weights")]
+        if models:
+            cmd += ["--models", *models]
+        if args.time_budget:
+            cmd += ["--time-budget", f"{args.time_budget:g}"]
+        summary["run_all_command"] = " ".join(["python", "-m", "spinebench", *cmd])
+        rc = _run(_spinebench(*cmd), env, logf, timeout_s=limit) if limit > 0 else 124
     t_stop = time.time()
     summary["run_all_seconds"] = round(t_stop - t_run, 1)
     summary["run_all_rc"] = rc
@@ -376,7 +535,15 @@ def main(argv: list[str] | None = None) -> int:
     samples = sampler.stop() if sampler else None
 
     # 4. collect
-    new = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
+    if len(lanes) > 1:
+        try:
+            new = [merge_lanes(_lane_runs(work, lanes), runs / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                                                                   + "-lanes"), work / "weights", summary["notes"])]
+        except RuntimeError as e:
+            new = []
+            summary["notes"].append(str(e))
+    else:
+        new = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
     if not new or not (new[-1] / "config.json").is_file():
         summary["notes"].append("run-all wrote no run folder: see run_all.log")
         (out / "gpu_paper.json").write_text(json.dumps(summary, indent=2))

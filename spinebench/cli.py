@@ -189,6 +189,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "imagenet: fail if they cannot be had; none: random init")
     p.add_argument("--image-size", type=int, help="classifier input side in pixels (48 reproduces the paper)")
     p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="each model's training time in seconds, validation included (its cosine schedule follows "
+                        "the clock and the best validated state is kept; default: the profile's)")
     p.add_argument("--out", default="runs", help="folder for run folders (default runs/)")
     p.add_argument("--results", default="results", help="folder of leaderboard.csv (default results/)")
     p.add_argument("--weights", default="weights", help="folder for trained weights (default weights/)")
@@ -221,8 +224,6 @@ def _add_train_commands(sub) -> None:
     _add_run_args(p)
     p.add_argument("--lr", type=float, help="override the profile's learning rate")
     p.add_argument("--batch-size", type=int, help="override the profile's batch size")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="stop training after the epoch that crosses this many seconds (best epoch kept)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="model input (classifiers and the Cobb model; the Cobb model wants multiples of 32)")
 

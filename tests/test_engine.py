@@ -370,6 +370,20 @@ def test_train_cli_trains_one_model_with_overrides_and_a_time_budget(tiny_data, 
     assert row["status"] == "ok" and row["epochs"] == 1 and row["input_size"] == "48x40"
 
 
+def test_run_all_cli_refuses_a_time_budget_that_is_not_positive(tiny_data, tmp_path, capsys):
+    """run-all takes --time-budget as train does (the GPU lanes of benchmarks/gpu_paper.py use it); zero or a
+    negative budget is one line on stderr before any data is loaded, and nothing is written."""
+    from spinebench.cli import main
+
+    for bad in ("0", "-5"):
+        rc = main(["-q", "run-all", "--data", tiny_data, "--models", "cls_squeezenet1_1", "--time-budget", bad,
+                   "--out", str(tmp_path / "runs"), "--no-report"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--time-budget must be a positive number of seconds" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_run_all_refuses_an_unknown_training_setting(tiny_data, tmp_path):
     from spinebench.engine.runner import run_all
     from spinebench.errors import SpinebenchError

@@ -95,3 +95,56 @@ def test_timing_rows_without_nvidia_smi(gpu_paper, tmp_path):
     rows = gpu_paper.timing_rows(_run_folder(tmp_path), None)
     assert all("no nvidia-smi" in r["note"] for r in rows if r["status"] != "not started")
     assert "gpu_util_mean" not in rows[0] and not math.isnan(rows[0]["images_per_s"])
+
+
+def _lane(work: Path, i: int, model: str, split: str, t: float) -> Path:
+    """A lane's run folder and weights as run-all writes them (a metrics row, a log, a saved record)."""
+    import torch
+
+    from spinebench.weights import TrainedWeights
+
+    run = work / "lanes" / str(i) / "runs" / f"20260101-00000{i}-paper"
+    (run / "logs").mkdir(parents=True)
+    (run / "metrics").mkdir()
+    (run / "config.json").write_text(json.dumps({"run_id": run.name, "models": [model], "seeds": [0],
+                                                 "profile": "paper", "overrides": {"time_budget_s": 85.0}}))
+    (run / "split.csv").write_text(split)
+    (run / "logs" / f"{model}-s0.csv").write_text(CLS_LOG)
+    (run / "metrics" / f"{model}-s0.json").write_text(json.dumps({"row": {"model": model, "status": "ok",
+                                                                          "implant_auroc": 0.9}}))
+    (run / "run_summary.json").write_text(json.dumps({"wall_seconds": t, "bytes_written": 10, "peak_rss_mb": t}))
+    TrainedWeights(model=model, task="classification").save(torch.nn.Linear(2, 2), work / "lanes" / str(i) / "weights")
+    return run
+
+
+def test_merge_lanes_makes_one_run_folder_and_one_weights_folder(gpu_paper, tmp_path):
+    from spinebench.evaluation.results import read_rows
+    from spinebench.weights import trained_records
+
+    split = "image_id,patient_id,split\na,p1,train\nb,p2,test\n"
+    lanes = [_lane(tmp_path, 0, "cls_resnet50", split, 50.0), None,   # lane 1 wrote nothing (stopped early)
+             _lane(tmp_path, 2, "cls_squeezenet1_1", split, 80.0)]
+    notes: list[str] = []
+    merged = gpu_paper.merge_lanes(lanes, tmp_path / "merged", tmp_path / "weights", notes)
+
+    cfg = json.loads((merged / "config.json").read_text())
+    assert cfg["models"] == ["cls_resnet50", "cls_squeezenet1_1"] and cfg["lanes"] == [["cls_resnet50"],
+                                                                                       ["cls_squeezenet1_1"]]
+    assert (merged / "split.csv").read_text() == split and notes == []
+    assert [r["model"] for r in read_rows(merged / "leaderboard.csv")] == ["cls_resnet50", "cls_squeezenet1_1"]
+    assert sorted(p.name for p in (merged / "logs").iterdir()) == ["cls_resnet50-s0.csv", "cls_squeezenet1_1-s0.csv"]
+    summary = json.loads((merged / "run_summary.json").read_text())
+    assert summary["wall_seconds"] == 80.0 and summary["bytes_written"] == 20 and summary["lanes_finished"] == 2
+    recs = trained_records(tmp_path / "weights")   # both lanes' weights, sha256 intact, one manifest
+    assert sorted(recs) == ["cls_resnet50", "cls_squeezenet1_1"]
+    assert all(r.state_dict() for r in recs.values())
+
+
+def test_merge_lanes_notes_lanes_that_split_differently(gpu_paper, tmp_path):
+    lanes = [_lane(tmp_path, 0, "cls_resnet50", "image_id,patient_id,split\na,p1,train\n", 1.0),
+             _lane(tmp_path, 1, "cls_squeezenet1_1", "image_id,patient_id,split\na,p1,test\n", 1.0)]
+    notes: list[str] = []
+    gpu_paper.merge_lanes(lanes, tmp_path / "merged", tmp_path / "weights", notes)
+    assert len(notes) == 1 and "split files differ" in notes[0]
+    with pytest.raises(RuntimeError, match="no lane"):
+        gpu_paper.merge_lanes([None, None], tmp_path / "m2", tmp_path / "w2", notes)

@@ -85,12 +85,13 @@ PROFILES = {
     ),
     "paper": Profile(
         name="paper", cache_side=1024,
+        # checkpoints by time, as in quick: a paper detector epoch is ~200 steps and its checkpoint 0.4-1.1 GB
         classifier=TrainSettings(epochs=50, batch_size=32, lr=3e-4, patience=10, warmup_epochs=1.0,
-                                 num_workers=4),
+                                 num_workers=4, checkpoint_every_s=120),
         # validation every other epoch: here it only picks the best epoch (4000 steps is ~38 epochs, inside the
         # patience), and at batch 1 it is ~2 s against ~7 s of training per epoch (H200 benchmark, 600 images)
         detector=TrainSettings(epochs=50, batch_size=4, lr=1e-4, patience=50, warmup_epochs=1.0, num_workers=4,
-                               val_every=2),
+                               val_every=2, checkpoint_every_s=120),
         detector_kwargs={"min_size": 800, "max_size": 1024},
         detector_steps=4000,
         # the schedule that reached SMAPE ~10% on held-out AASCE patients (one H200, about 4 minutes)

@@ -314,6 +314,9 @@ def _check_overrides(overrides: dict | None) -> dict:
     bad = sorted(set(overrides or {}) - known)
     if bad:
         raise SpinebenchError(f"unknown training setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    budget = (overrides or {}).get("time_budget_s")
+    if budget is not None and not budget > 0:
+        raise SpinebenchError(f"--time-budget must be a positive number of seconds (got {budget})")
     return dict(overrides or {})
 
 
