@@ -292,11 +292,16 @@ def _spinebench(*args: str) -> list[str]:
     return [sys.executable, "-m", "spinebench", *args]
 
 
+def _timed(cmd: list[str], timeout_s: float) -> list[str]:
+    """``cmd`` under coreutils ``timeout``: TERM at the limit, KILL 15 s later."""
+    return ["timeout", "--kill-after=15", f"{max(1, int(timeout_s))}", *cmd]
+
+
 def _run(cmd: list[str], env: dict, log_file, timeout_s: float | None = None) -> int:
     """Run ``cmd`` with its output appended to ``log_file``; under coreutils ``timeout`` when given a limit (TERM,
     then KILL 15 s later), so a stopped run-all leaves its finished models' files behind."""
     if timeout_s is not None:
-        cmd = ["timeout", "--kill-after=15", f"{max(1, int(timeout_s))}", *cmd]
+        cmd = _timed(cmd, timeout_s)
     log_file.write(f"\n$ {' '.join(cmd)}\n")
     log_file.flush()
     return subprocess.run(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT).returncode
@@ -383,8 +388,8 @@ def merge_lanes(lane_runs: list[Path | None], merged: Path, weights: Path, notes
 
 
 def _start(cmd: list[str], env: dict, log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, object]:
-    """Start ``cmd`` under coreutils ``timeout`` (TERM, then KILL 15 s later), its output into ``log_path``."""
-    cmd = ["timeout", "--kill-after=15", f"{max(1, int(timeout_s))}", *cmd]
+    """Start ``cmd`` under ``timeout`` (:func:`_timed`), its output into ``log_path``."""
+    cmd = _timed(cmd, timeout_s)
     f = open(log_path, "a")
     f.write(f"$ {' '.join(cmd)}\n")
     f.flush()
