@@ -34,16 +34,19 @@ def balanced_sampler_weights(ds) -> torch.Tensor:
     return torch.tensor(w / w.sum(), dtype=torch.float64)
 
 
-def detection_metrics(pred: dict) -> dict:
+def detection_metrics(pred: dict, n_boot: int = 0, seed: int = 0) -> dict:
     """COCO mAP of a detector's predictions over the images whose boxes are complete: an image with a positive
-    finding but no box of its class cannot score boxes (``boxes_cover_findings``)."""
+    finding but no box of its class cannot score boxes (``boxes_cover_findings``). With ``n_boot`` > 0, 95% CIs
+    of mAP and AP@0.5 from a bootstrap over ``pred["patient_ids"]``."""
     from spinebench.evaluation.detection import detection_map
 
     keep = [i for i, t in enumerate(pred["targets"]) if boxes_cover_findings(pred["labels"][i], t["labels"].tolist())]
     if len(keep) < len(pred["targets"]):
         log.info("mAP over %d of %d images: the others have a positive finding without its box", len(keep),
                  len(pred["targets"]))
-    return detection_map([pred["detections"][i] for i in keep], [pred["targets"][i] for i in keep])
+    pids = [pred["patient_ids"][i] for i in keep] if n_boot > 0 else None
+    return detection_map([pred["detections"][i] for i in keep], [pred["targets"][i] for i in keep],
+                         patient_ids=pids, n_boot=n_boot, seed=seed)
 
 
 class DetectionTask(ImageLevelTask):
@@ -114,7 +117,7 @@ class DetectionTask(ImageLevelTask):
 
     def score_at(self, pred, thresholds, n_boot, seed):
         """The image-level metrics, plus COCO mAP over the images whose boxes are complete."""
-        return super().score_at(pred, thresholds, n_boot, seed) | detection_metrics(pred)
+        return super().score_at(pred, thresholds, n_boot, seed) | detection_metrics(pred, n_boot, seed)
 
     def forward_one(self, model, x):
         return model([x])
