@@ -382,6 +382,8 @@ def test_run_all_cli_refuses_a_time_budget_that_is_not_positive(tiny_data, tmp_p
         assert rc == 2 and "--time-budget must be a positive number of seconds" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+    rc = main(["-q", "run-all", "--data", tiny_data, "--aux-shape-weight", "-1", "--out", str(tmp_path / "runs")])
+    assert rc == 2 and "--aux-shape-weight must be 0 (off) or positive" in capsys.readouterr().err
 
 
 def test_run_all_refuses_an_unknown_training_setting(tiny_data, tmp_path):

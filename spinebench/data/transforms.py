@@ -47,6 +47,16 @@ def grid_theta(inverse: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return (to_n @ inverse @ torch.linalg.inv(to_n))[..., :2, :]
 
 
+def affine_inverse(angle: float, scale: float, shift: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
+    """The (3, 3) output -> input pixel map of :func:`affine_theta` (float64); its inverse moves points with the
+    pixels (the classifiers' landmark targets)."""
+    h, w = size
+    cx, cy = w / 2, h / 2
+    c, s = math.cos(angle) / scale, math.sin(angle) / scale
+    return torch.tensor([[c, -s, cx + shift[0] * cx - (c * cx - s * cy)],
+                         [s, c, cy + shift[1] * cy - (s * cx + c * cy)], [0, 0, 1]], dtype=torch.float64)
+
+
 def affine_theta(angle: float, scale: float, shift: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
     """``affine_grid``'s (2, 3) matrix for a turn by ``angle`` (radians) and a zoom by ``scale`` about the centre in
     pixel space, then a shift by ``shift`` (fractions of the half-width and half-height), on an (H, W) image.
@@ -55,15 +65,32 @@ def affine_theta(angle: float, scale: float, shift: tuple[float, float], size: t
     edges (endplates) of a 192 x 80 input by 17 degrees, faking the vertebral tilt that a scoliosis call reads.
     """
     h, w = size
-    cx, cy = w / 2, h / 2
-    c, s = math.cos(angle) / scale, math.sin(angle) / scale
-    inverse = torch.tensor([[c, -s, cx + shift[0] * cx - (c * cx - s * cy)],
-                            [s, c, cy + shift[1] * cy - (s * cx + c * cy)], [0, 0, 1]], dtype=torch.float64)
-    return grid_theta(inverse, h, w).float()
+    return grid_theta(affine_inverse(angle, scale, shift, size), h, w).float()
+
+
+#: length of :func:`spine_shape`: 17 vertebra centres' x, then 17 vertebra tilts
+SPINE_SHAPE_LEN = 34
+
+
+def spine_shape(landmarks: torch.Tensor, width: float) -> torch.Tensor:
+    """The spine's shape from its 68 corners (AASCE order, input pixels): (34,) float32 = the 17 vertebra centres'
+    x relative to their mean, / ``width``, then the 17 vertebra tilts (radians; the direction from the left edge's
+    midpoint to the right edge's, the vectors :func:`spinebench.cobb.cobb_angles` measures). NaN where unknown.
+
+    Why: the classifiers' auxiliary target (``TrainSettings.aux_shape_weight``). A scoliosis label is one bit per
+    film; these 34 numbers say where and how much the spine bends, a denser gradient for the same images.
+    """
+    v = landmarks.double().view(17, 4, 2)
+    cx = v[:, :, 0].mean(1)
+    d = (v[:, 1] + v[:, 3] - v[:, 0] - v[:, 2]) / 2
+    return torch.cat([(cx - cx.mean()) / width, torch.atan2(d[:, 1], d[:, 0])]).float()
 
 
 class ClassifierTransform:
     """Resize to the model's input size; in training also flip, small affine and mild intensity jitter.
+
+    ``shape_targets``: also return ``item["shape"]`` = :func:`spine_shape` of the landmarks moved with the pixels
+    (resize, mirror, affine); the random draws, and so the pixels, are the same either way.
 
     Why this mild: a scoliosis call reads vertebral tilt, and strong exposure changes and noise blur the few pixels
     it lives in at a classifier's input. ResNet-50 at 96 x 40, 360 steps, validation (one seed, 2-core CPU):
@@ -71,25 +98,37 @@ class ClassifierTransform:
     (0.97, 0.44); +-3 and jitter 0.3 0.82 (0.99, 0.35).
     """
 
-    def __init__(self, size: tuple[int, int], train: bool, rot_deg: float = 3.0, intensity: float = 0.3):
+    def __init__(self, size: tuple[int, int], train: bool, rot_deg: float = 3.0, intensity: float = 0.3,
+                 shape_targets: bool = False):
         self.size = (int(size[0]), int(size[1]))
         self.train = train
         self.rot_deg, self.intensity = rot_deg, intensity
+        self.shape_targets = shape_targets
 
     def __call__(self, item: dict, rng: np.random.Generator) -> dict:
+        h, w = self.size
+        ih, iw = item["image"].shape[-2:]
         img = resize(item["image"], self.size)
+        pts = item["landmarks"].double() * torch.tensor([w / iw, h / ih], dtype=torch.float64) \
+            if self.shape_targets else None
         if self.train:
             if rng.random() < 0.5:
                 img = img.flip(-1)
+                if pts is not None:  # mirrored: left and right corners swap, so the AASCE order is kept
+                    pts = torch.stack([w - pts[:, 0], pts[:, 1]], 1).view(17, 2, 2, 2).flip(2).reshape(68, 2)
             ang = math.radians(rng.uniform(-self.rot_deg, self.rot_deg))
             s = rng.uniform(0.9, 1.1)
             tx, ty = rng.uniform(-0.05, 0.05, size=2)
-            theta = affine_theta(ang, s, (tx, ty), self.size)
-            grid = F.affine_grid(theta[None], [1, 1, *self.size], align_corners=False)
+            inverse = affine_inverse(ang, s, (tx, ty), self.size)
+            grid = F.affine_grid(grid_theta(inverse, h, w).float()[None], [1, 1, *self.size], align_corners=False)
             img = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
             img = intensity_jitter(img, rng, self.intensity)
+            if pts is not None:
+                pts = (torch.cat([pts, torch.ones_like(pts[:, :1])], 1) @ torch.linalg.inv(inverse).T)[:, :2]
         item = dict(item)
         item["image"] = img.contiguous()
+        if pts is not None:
+            item["shape"] = spine_shape(pts, w)
         return item
 
 

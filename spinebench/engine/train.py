@@ -51,6 +51,8 @@ class TrainSettings:
     image_size: tuple[int, int] | None = None  # classifiers: (H, W); None = the model's default
     max_steps_per_epoch: int | None = None     # caps an epoch (quick CPU profile)
     aux_weight: float = 0.4                    # Inception-v3 auxiliary logits, as torchvision's reference
+    aux_shape_weight: float = 0.0              # classifiers: weight of the train-time spine-shape loss (vertebra
+                                               # centres and tilts from the landmarks; tasks.classification); 0 = off
     num_workers: int = 0
     val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
     checkpoint_every_s: float = 0.0            # write the checkpoint when this long has passed since the last one
@@ -168,7 +170,7 @@ class _Fit:
         self.val = task.val_data(model, val_ds, s, device) if val_ds is not None and len(val_ds) else None
         log.info("%s: data ready in %.1fs (%d train images)", model.default_cfg["name"],
                  time.perf_counter() - t_prep, self.data.num_samples)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad] + self.data.parameters()
         # fused AdamW: one kernel over all parameters instead of a dozen foreach passes; the same update (to
         # rounding) and state_dict. bf16 quick-profile steps on a 2-core CPU (bench_precision): Inception-v2 detector
         # 0.91 -> 0.75 s, Inception-ResNet-v2 2.45 -> 1.90 s, ResNet-50 at 192 x 80 unchanged (1.11 s)
@@ -201,6 +203,7 @@ class _Fit:
         self.best_score = state.get("best_score", state.get("best_loss", state.get("best_smape", math.inf)))
         self.bad_epochs, self.best_state = state.get("bad_epochs", 0), state["best_state"]
         self.history, self.elapsed = state["history"], state["train_seconds"]
+        self.data.load_state_dict(state.get("train_aux"))
 
     def epoch(self, epoch: int) -> tuple[dict, bool]:
         """Train one epoch, validate when due, keep the best state; (the epoch's log row, whether it was the last)."""
@@ -253,10 +256,12 @@ class _Fit:
                       "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                       "best_state": best_for_checkpoint(self.best_state, self.best_epoch, epoch),
                       "history": self.history, "train_seconds": self.elapsed, "rng": rng_state(),
+                      "train_aux": self.data.state_dict(),
                       "settings": _plain(asdict(s))}, ckpt)
 
     def finish(self) -> dict:
         """Load the best weights into the model; the loop's result (see :func:`train_model`)."""
+        self.data.close()  # train-time extras (hooks, heads) leave the model as it was registered
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return {"val_pred": self.best_val, "history": self.history, "best_epoch": self.best_epoch,

@@ -64,10 +64,11 @@ class Task:
         return [int(v) for v in (settings.image_size or model.default_cfg["input_size"])]
 
     def train_data(self, model, ds: SpineDataset, settings, device, seed: int, rank: int = 0,
-                   world: int = 1) -> "TrainData":
-        """The training set as the loop iterates it (``TrainData.batches(epoch)``)."""
-        return LoaderData(ds.with_transform(self.transform(model, settings.image_size, train=True)),
-                          settings.batch_size, seed, settings.num_workers, device, rank, world,
+                   world: int = 1, transform: Callable | None = None) -> "TrainData":
+        """The training set as the loop iterates it (``TrainData.batches(epoch)``), through ``transform`` (default:
+        the task's training transform)."""
+        tf = transform or self.transform(model, settings.image_size, train=True)
+        return LoaderData(ds.with_transform(tf), settings.batch_size, seed, settings.num_workers, device, rank, world,
                           self.sampler_weights(ds))
 
     def sampler_weights(self, ds: SpineDataset) -> torch.Tensor | None:
@@ -125,16 +126,36 @@ class Task:
 
 
 class TrainData:
-    """The training set as one loop iterates it: ``num_samples`` images, ``batches(epoch)`` in a seeded order."""
+    """The training set as one loop iterates it: ``num_samples`` images, ``batches(epoch)`` in a seeded order.
+
+    ``aux``: a train-time module beside the model (the classifiers' spine-shape head): the loop optimises its
+    parameters with the model's, checkpoints its state and calls its ``close()`` when training ends; it is never
+    part of the model, so the weights saved and served are the registered architecture's alone.
+    """
 
     num_samples: int = 0
     batch_size: int = 1
+    aux: torch.nn.Module | None = None
 
     def batches(self, epoch: int) -> Iterator:
         raise NotImplementedError
 
     def steps_per_epoch(self, world: int = 1) -> int:
         return max(1, math.ceil(self.num_samples / (self.batch_size * world)))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.aux.parameters() if p.requires_grad] if self.aux is not None else []
+
+    def state_dict(self) -> dict:
+        return self.aux.state_dict() if self.aux is not None else {}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.aux is not None and state:
+            self.aux.load_state_dict(state)
+
+    def close(self) -> None:
+        if self.aux is not None and hasattr(self.aux, "close"):
+            self.aux.close()
 
 
 class LoaderData(TrainData):
