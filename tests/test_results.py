@@ -125,3 +125,20 @@ def test_paper_numbers():
         assert r["approach"] in ("detection api", "transfer learning")
         assert 0 < r["sensitivity"] <= 1 and 0 < r["specificity"] <= 1
         make_row(model=r["model"], paper_name=r["paper_name"])  # paper rows fit the schema's keys
+
+
+def test_append_csv_row_adds_the_columns_a_later_row_brings(tmp_path):
+    """A training log validated only after its last epoch (quick profile, val_every=0): the last row's
+    validation columns are added to the header, every value stays under its own name."""
+    from spinebench.evaluation.results import append_csv_row
+
+    path = tmp_path / "log.csv"
+    append_csv_row(path, {"epoch": 1, "train_loss": 0.9, "val_loss": math.nan, "lr": 1e-3, "seconds": 7.5})
+    append_csv_row(path, {"epoch": 2, "train_loss": 0.8, "val_loss": 0.4, "val_auroc_implant": 0.97,
+                          "val_auroc_scoliosis": 0.81, "lr": 0.0, "seconds": 9.2})
+    append_csv_row(path, {"seconds": 3.0, "epoch": 3, "train_loss": 0.7, "val_loss": math.nan, "lr": 0.0})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(None not in r for r in rows)
+    assert rows[1]["lr"] == "0.0" and rows[1]["seconds"] == "9.2" and rows[1]["val_auroc_scoliosis"] == "0.81"
+    assert rows[0]["val_auroc_implant"] == "" and rows[2]["seconds"] == "3.0" and rows[0]["lr"] == "0.001"

@@ -146,12 +146,31 @@ def _csv_cell(v: Any) -> Any:
 
 def append_csv_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str] | None = None) -> Path:
     """Append one row to a plain CSV log (a header first when the file is new); ``columns`` default to the row's
-    keys, extra keys are dropped. For per-epoch logs and benchmark CSVs; result rows go through :func:`append_rows`."""
+    keys, extra keys are dropped. For per-epoch logs and benchmark CSVs; result rows go through :func:`append_rows`.
+
+    Without ``columns``, a row with keys the header lacks (a training log whose last epoch alone was validated:
+    ``val_every=0``) rewrites the file with those columns added (earlier rows left empty there), instead of
+    writing values under the wrong names."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(columns or row)
+    if path.exists() and columns is None:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, old = list(reader.fieldnames or []), list(reader)
+        if header and set(fields) - set(header):
+            fields = header + [k for k in fields if k not in header]
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(old)
+            os.replace(tmp, path)
+        elif header:
+            fields = header
     new = not path.exists()
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns or row), extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerow(row)
