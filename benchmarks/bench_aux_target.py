@@ -42,6 +42,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ COLUMNS = ["model", "arm", "target", "weight", "seed", "steps", "schedule_steps"
 
 
 def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], sets: dict, device,
-            scale: torch.Tensor, threads: int) -> list[dict]:
+            scale: torch.Tensor, threads: int, lr: float | None = None) -> list[dict]:
     from spinebench.engine.device import channels_last, guard_bf16_convs, precision_of, seed_everything
     from spinebench.engine.profiles import get_profile
     from spinebench.engine.train import _schedule, optimizer_step, predict
@@ -76,6 +77,8 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
     parts = {"centre": slice(0, 17), "tilt": slice(17, 34), "both": slice(0, 34), "": slice(0, 0)}[target]
     prof = get_profile("quick")
     s = prof.settings_for(model_name, len(sets["train"]))
+    if lr:
+        s = replace(s, lr=lr)
     task = get_task(model_name)
     seed_everything(seed)
     model = create_model(model_name, pretrained="none")
@@ -160,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--evals", nargs="*", type=int, default=[120, 240], help="extra eval points in the longest run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--lr", type=float, nargs="+", default=[None], help="learning rates (default: the profile's)")
     p.add_argument("--out", default=None)
     p.add_argument("--info", action="store_true", help="label threshold, ambiguous validation films, check; exit")
     a = p.parse_args(argv)
@@ -204,10 +208,10 @@ def main(argv=None) -> int:
             w.writeheader()
         for steps in sorted(a.steps, reverse=True):
             for seed in a.seeds:
-                for arm in a.arms:
+                for arm, lr in ((arm, lr) for arm in a.arms for lr in a.lr):
                     ev = a.evals if steps == max(a.steps) else []
                     try:
-                        rows = run_arm(a.model, arm, seed, steps, ev, sets, dev, scale, torch.get_num_threads())
+                        rows = run_arm(a.model, arm, seed, steps, ev, sets, dev, scale, torch.get_num_threads(), lr)
                     except Exception as e:  # noqa: BLE001 - one failing arm becomes an error row
                         log.exception("%s failed", arm)
                         rows = [{"model": a.model, "arm": arm, "seed": seed, "steps": steps,
