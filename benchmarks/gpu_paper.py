@@ -14,7 +14,9 @@ part of the seven, with the same data, split seed and profile, hence the same sp
 each model with a training time budget (``--time-budget`` per lane, shared equally by its models; the cosine
 schedule follows the clock and the best validated state is kept). The lanes' run folders are merged into one
 (``config.json`` lists the lanes; ``split.csv``, logs, metrics, predictions, one leaderboard, one weights folder of
-hard links) and the report is drawn from it. ``--lanes 1`` is one plain run-all, the models in turn.
+hard links) and the report is drawn from it. ``--lanes 1`` is one plain run-all, the models in turn. (``run-all
+--lanes N`` does the same inside the library; this script runs its lanes as separate commands instead, for a hard
+wall limit on each and a log per lane, and plans them by hand for the GPU.)
 
     leaderboard.csv        the run's rows (rebuilt from metrics/*.json when run-all was stopped by the limit)
     weights_manifest.json  the weights manifest (the weights themselves stay in --work)
@@ -337,53 +339,28 @@ def _lane_runs(work: Path, lanes: list[list[str]]) -> list[Path]:
     """Each lane's run folder (the one run-all wrote under ``<work>/lanes/<i>/runs``), or None."""
     found = []
     for i in range(len(lanes)):
-        runs = sorted((work / "lanes" / str(i) / "runs").glob("*")) if (work / "lanes" / str(i) / "runs").is_dir() else []
-        found.append(runs[-1] if runs and (runs[-1] / "config.json").is_file() else None)
+        runs = sorted((work / "lanes" / str(i) / "runs").glob("*/config.json"))
+        found.append(runs[-1].parent if runs else None)
     return found
 
 
-def merge_lanes(lane_runs: list[Path | None], merged: Path, weights: Path, notes: list[str]) -> Path:
-    """One run folder from the lanes' run folders (see the module docstring); the lanes' weights as hard links in
-    one ``weights`` folder with one manifest."""
+def merge_lane_runs(lane_runs: list[Path | None], merged: Path, weights: Path, notes: list[str]) -> Path:
+    """One run folder from the lanes' run folders (``spinebench.engine.lanes.merge_lanes``: config, split, logs,
+    metrics, predictions, one weights folder of hard links), with its leaderboard and ``run_summary.json``."""
     sys.path.insert(0, str(ROOT))
+    from spinebench.engine.lanes import lane_summaries, merge_lanes
     from spinebench.evaluation.results import append_rows
-    from spinebench.weights import read_records, write_record
 
-    runs = [d for d in lane_runs if d is not None]
-    if not runs:
-        raise RuntimeError("no lane wrote a run folder")
-    merged.mkdir(parents=True, exist_ok=True)
-    configs = [json.loads((d / "config.json").read_text()) for d in runs]
-    splits = {(d / "split.csv").read_bytes() for d in runs if (d / "split.csv").is_file()}
-    if len(splits) != 1:
-        notes.append(f"the lanes' split files differ ({len(splits)} versions): their test sets are not the same")
-    shutil.copy2(runs[0] / "split.csv", merged / "split.csv")
-    for d in runs:
-        for sub in ("logs", "metrics", "predictions"):
-            if (d / sub).is_dir():
-                shutil.copytree(d / sub, merged / sub, dirs_exist_ok=True)   # copy2: file times kept
-    models = [m for c in configs for m in c["models"]]
-    cfg = {**configs[0], "run_id": merged.name, "models": models, "lanes": [c["models"] for c in configs],
-           "lane_runs": [str(d) for d in runs], "overrides": [c.get("overrides") for c in configs]}
-    (merged / "config.json").write_text(json.dumps(cfg, indent=2))
-    rows = [json.loads(p.read_text())["row"] for m in models for p in sorted((merged / "metrics").glob(f"{m}-s*.json"))]
+    rows = merge_lanes(lane_runs, merged, weights, notes)
     if rows:
         append_rows(merged / "leaderboard.csv", rows)
         (merged / ".leaderboard.csv.lock").unlink(missing_ok=True)
-    summaries = [json.loads((d / "run_summary.json").read_text()) for d in runs if (d / "run_summary.json").is_file()]
+    summaries = lane_summaries(lane_runs)
     (merged / "run_summary.json").write_text(json.dumps(
         {"wall_seconds": max((x["wall_seconds"] for x in summaries), default=None),
          "bytes_written": sum(x.get("bytes_written", 0) for x in summaries),
          "peak_rss_mb": max((x.get("peak_rss_mb", 0) for x in summaries), default=None),
-         "lanes": len(runs), "lanes_finished": len(summaries)}, indent=2))
-    weights.mkdir(parents=True, exist_ok=True)
-    for d in runs:
-        lane_weights = d.parent.parent / "weights"
-        for rec in (read_records(lane_weights) if lane_weights.is_dir() else {}).values():
-            if rec.file and rec.path.is_file():
-                if not (weights / rec.file).exists():
-                    os.link(rec.path, weights / rec.file)
-                write_record(weights, rec)
+         "lanes": len([d for d in lane_runs if d is not None]), "lanes_finished": len(summaries)}, indent=2))
     return merged
 
 
@@ -542,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. collect
     if len(lanes) > 1:
         try:
-            new = [merge_lanes(_lane_runs(work, lanes), runs / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            new = [merge_lane_runs(_lane_runs(work, lanes), runs / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                                                    + "-lanes"), work / "weights", summary["notes"])]
         except RuntimeError as e:
             new = []

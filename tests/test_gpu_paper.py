@@ -125,7 +125,7 @@ def test_merge_lanes_makes_one_run_folder_and_one_weights_folder(gpu_paper, tmp_
     lanes = [_lane(tmp_path, 0, "cls_resnet50", split, 50.0), None,   # lane 1 wrote nothing (stopped early)
              _lane(tmp_path, 2, "cls_squeezenet1_1", split, 80.0)]
     notes: list[str] = []
-    merged = gpu_paper.merge_lanes(lanes, tmp_path / "merged", tmp_path / "weights", notes)
+    merged = gpu_paper.merge_lane_runs(lanes, tmp_path / "merged", tmp_path / "weights", notes)
 
     cfg = json.loads((merged / "config.json").read_text())
     assert cfg["models"] == ["cls_resnet50", "cls_squeezenet1_1"] and cfg["lanes"] == [["cls_resnet50"],
@@ -144,7 +144,7 @@ def test_merge_lanes_notes_lanes_that_split_differently(gpu_paper, tmp_path):
     lanes = [_lane(tmp_path, 0, "cls_resnet50", "image_id,patient_id,split\na,p1,train\n", 1.0),
              _lane(tmp_path, 1, "cls_squeezenet1_1", "image_id,patient_id,split\na,p1,test\n", 1.0)]
     notes: list[str] = []
-    gpu_paper.merge_lanes(lanes, tmp_path / "merged", tmp_path / "weights", notes)
+    gpu_paper.merge_lane_runs(lanes, tmp_path / "merged", tmp_path / "weights", notes)
     assert len(notes) == 1 and "split files differ" in notes[0]
     with pytest.raises(RuntimeError, match="no lane"):
-        gpu_paper.merge_lanes([None, None], tmp_path / "m2", tmp_path / "w2", notes)
+        gpu_paper.merge_lane_runs([None, None], tmp_path / "m2", tmp_path / "w2", notes)

@@ -106,7 +106,8 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             pretrained: str = "auto", image_size: int | None = None, split_file: str | None = None,
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
             epochs: int | None = None, progress: bool = True, report: bool = True,
-            keep_checkpoints: bool = False, overrides: dict | None = None, precision: str = "auto") -> Path:
+            keep_checkpoints: bool = False, overrides: dict | None = None, precision: str = "auto",
+            lanes: int = 1) -> Path:
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
@@ -116,9 +117,12 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     ``keep_checkpoints`` (they are 4x the model: 0.1-1.1 GB).
     ``run_summary.json`` records the run's wall time, bytes written and peak memory. ``precision`` (auto, fp32,
     bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training, recorded in the rows; scores are
-    computed in fp32 (``engine.train.predict``).
+    computed in fp32 (``engine.train.predict``). ``lanes`` > 1 trains the models in that many processes at once
+    (``spinebench.engine.lanes``: on a GPU; a resumed run takes one lane).
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
+    if lanes < 1:
+        raise SpinebenchError(f"--lanes must be at least 1 (got {lanes})")
     set_precision(precision)
     dist_rank, dist_world = _dist_init(device)
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -168,6 +172,12 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
                       "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     log.info("run %s: %d images (%s) on %s", ctx.run_id, len(records), counts, dev)
+    if lanes > 1 and not resume and dist_world == 1 and len(models) > 1:
+        child = dict(data=list(data), profile=prof, seeds=list(seeds), device=device, pretrained=pretrained,
+                     image_size=image_size, split_file=str(run_dir / "split.csv"), epochs=epochs,
+                     keep_checkpoints=keep_checkpoints, overrides=run_overrides, precision=precision)
+        _run_in_lanes(ctx, lanes, models, list(seeds), child, results, report, t_start, written_start)
+        return run_dir
     sets = _split_datasets(records, prof.cache_side)
 
     rows = []
@@ -251,16 +261,47 @@ def _run_model(name: str, seed: int, ctx: RunContext, sets: dict, save: bool, ke
     return row
 
 
-def _finish_run(ctx: RunContext, rows: list[dict], results, report: bool, t_start: float, written_start: int) -> None:
-    """Leaderboards, the report, and ``run_summary.json`` (wall time, bytes written, peak memory)."""
+def _run_in_lanes(ctx: RunContext, n: int, models: list[str], seeds: list[int], child: dict, results, report: bool,
+                  t_start: float, written_start: int) -> None:
+    """The run's models in ``n`` concurrent lanes (``spinebench.engine.lanes``), merged into this run folder."""
+    from spinebench.engine import lanes
+    from spinebench.evaluation.results import error_row
+    from spinebench.models.transfer import IN_DOMAIN
+
+    after = {m: IN_DOMAIN[m].classifier for m in ctx.profile.transfer if m in IN_DOMAIN}
+    plan = lanes.plan_lanes(models, n, after)
+    threads = max(1, available_cores() // len(plan)) if ctx.device.type == "cpu" else None
+    log.info("run %s: %d lanes: %s", ctx.run_id, len(plan), " | ".join(" ".join(lane) for lane in plan))
+    lane_runs = lanes.run_lanes(plan, child, ctx.run_dir / "lanes", threads)
+    notes: list[str] = []
+    config = json.loads((ctx.run_dir / "config.json").read_text())
+    done = {(r["model"], int(r["seed"])): r for r in
+            (lanes.merge_lanes(lane_runs, ctx.run_dir, ctx.weights_dir, notes, config)
+             if any(d is not None for d in lane_runs) else [])}
+    for note in notes:
+        log.warning("%s", note)
+    rows = [done.get((m, s)) or error_row(m, RuntimeError("its lane ended without a result"), **ctx.row_context(s))
+            for m in models for s in seeds]
+    _finish_run(ctx, rows, results, report, t_start, written_start, lanes.lane_summaries(lane_runs))
+
+
+def _finish_run(ctx: RunContext, rows: list[dict], results, report: bool, t_start: float, written_start: int,
+                lane_summaries: list[dict] | None = None) -> None:
+    """Leaderboards, the report, and ``run_summary.json`` (wall time, bytes written, peak memory; with lanes, theirs
+    added: bytes summed, the largest peak)."""
     from spinebench.evaluation.results import append_rows
 
     append_rows(ctx.run_dir / "leaderboard.csv", rows)
     append_rows(Path(results) / "leaderboard.csv", rows)
     if report:
         _make_report(ctx.run_dir)
+    lane_summaries = lane_summaries or []
+    lane_bytes = sum(x.get("bytes_written", 0) for x in lane_summaries)
     summary = {"wall_seconds": round(time.perf_counter() - t_start, 1),
-               "bytes_written": _bytes_written() - written_start, "peak_rss_mb": _peak_rss_mb()}
+               "bytes_written": _bytes_written() - written_start + lane_bytes,
+               "peak_rss_mb": max([_peak_rss_mb()] + [x.get("peak_rss_mb", 0) for x in lane_summaries])}
+    if lane_summaries:
+        summary["lanes"] = len(lane_summaries)
     (ctx.run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
     log.info("run %s: %.0f s, %.1f MB written, peak memory %.0f MB", ctx.run_id, summary["wall_seconds"],
              summary["bytes_written"] / 1e6, summary["peak_rss_mb"])

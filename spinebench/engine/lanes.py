@@ -1,0 +1,127 @@
+"""Several run-all processes at once on one machine ("lanes"), merged into one run folder.
+
+Why: one GPU is far from busy with one of these models (a detector step is mostly Python and small kernels), and
+one after another the paper profile's seven need ~20 minutes of an H200; as five lanes they finished in 207 s
+(README). On a 2-core CPU two single-threaded lanes train only about a fifth more steps than one model on both
+cores (measured per model: 0.91-1.49x), so ``run-all`` keeps one lane unless asked (``--lanes``).
+
+Every lane is ``run_all`` on a part of the models with the parent's split file, profile, settings and precision,
+writing its own run folder, results and weights under ``<run>/lanes/<i>/``; :func:`merge_lanes` then brings their
+logs, metrics and predictions into the parent's run folder and their weights into the parent's weights folder
+(hard links where possible, one manifest through :mod:`spinebench.weights`' writer). A model that starts from a
+classifier trained in the same run (``Profile.transfer``) shares that classifier's lane, after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def plan_lanes(models: Sequence[str], n: int, after: dict[str, str] | None = None) -> list[list[str]]:
+    """``models`` in at most ``n`` lanes, in order: a model ``m`` with ``after[m]`` among the models goes into that
+    model's lane, behind it; the other models go, one by one, to the lane with the fewest models so far."""
+    after = after or {}
+    groups: list[list[str]] = []
+    for m in models:
+        src = after.get(m)
+        home = next((g for g in groups if src in g), None) if src else None
+        if home is not None:
+            home.append(m)
+        else:
+            groups.append([m])
+    lanes: list[list[str]] = [[] for _ in range(max(1, min(n, len(groups))))]
+    for g in groups:
+        min(lanes, key=len).extend(g)
+    return [lane for lane in lanes if lane]
+
+
+def _lane_main(kwargs: dict, threads: int | None) -> None:
+    """One lane (a spawned process): ``run_all`` on its models, with ``threads`` CPU threads when given."""
+    import torch
+
+    from spinebench.engine.device import resolve_device
+    from spinebench.engine.runner import run_all
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if threads:
+        resolve_device(kwargs.get("device", "auto"))  # it sets every core; the lane's share instead
+        torch.set_num_threads(threads)
+    run_all(**kwargs)
+
+
+def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, threads: int | None = None) -> list[Path | None]:
+    """Run ``run_all(**kwargs, models=lane)`` for every lane at once, each in a spawned process writing under
+    ``lane_root/<i>``; their run folders (None for a lane that wrote none)."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked CUDA or OpenMP state
+    procs = []
+    for i, lane in enumerate(lanes):
+        d = lane_root / str(i)
+        lane_kwargs = {**kwargs, "models": list(lane), "out": str(d / "runs"), "results": str(d / "results"),
+                       "weights_dir": str(d / "weights"), "report": False, "progress": False}
+        p = ctx.Process(target=_lane_main, args=(lane_kwargs, threads), name=f"lane{i}")
+        p.start()
+        procs.append(p)
+    for i, p in enumerate(procs):
+        p.join()
+        if p.exitcode != 0:
+            log.error("lane %d (%s) ended with exit code %s", i, " ".join(lanes[i]), p.exitcode)
+    out = []
+    for i in range(len(lanes)):
+        runs = sorted((lane_root / str(i) / "runs").glob("*/config.json"))
+        out.append(runs[-1].parent if runs else None)
+    return out
+
+
+def merge_lanes(lane_runs: Sequence[Path | None], merged: Path, weights: Path, notes: list[str],
+                config: dict | None = None) -> list[dict]:
+    """Bring the lanes' run folders into ``merged`` (logs, metrics, predictions; ``config.json`` and ``split.csv``
+    unless it has them) and their weights into ``weights``; the result rows of the models the lanes finished, in
+    lane order. A lane whose split file differs from the first's is noted in ``notes``."""
+    from spinebench.weights import read_records, write_record
+
+    runs = [d for d in lane_runs if d is not None]
+    if not runs:
+        raise RuntimeError("no lane wrote a run folder")
+    merged.mkdir(parents=True, exist_ok=True)
+    configs = [json.loads((d / "config.json").read_text()) for d in runs]
+    splits = {(d / "split.csv").read_bytes() for d in runs if (d / "split.csv").is_file()}
+    if len(splits) != 1:
+        notes.append(f"the lanes' split files differ ({len(splits)} versions): their test sets are not the same")
+    if not (merged / "split.csv").is_file():
+        shutil.copy2(runs[0] / "split.csv", merged / "split.csv")
+    for d in runs:
+        for sub in ("logs", "metrics", "predictions"):
+            if (d / sub).is_dir():
+                shutil.copytree(d / sub, merged / sub, dirs_exist_ok=True)   # copy2: file times kept
+    models = [m for c in configs for m in c["models"]]
+    cfg = {**(config or configs[0]), "lanes": [c["models"] for c in configs], "lane_runs": [str(d) for d in runs]}
+    if config is None:
+        cfg.update(run_id=merged.name, models=models, overrides=[c.get("overrides") for c in configs])
+    (merged / "config.json").write_text(json.dumps(cfg, indent=2))
+    weights.mkdir(parents=True, exist_ok=True)
+    for d in runs:
+        lane_weights = d.parent.parent / "weights"
+        for rec in (read_records(lane_weights) if lane_weights.is_dir() else {}).values():
+            if rec.file and rec.path.is_file():
+                target = weights / rec.file
+                target.unlink(missing_ok=True)
+                try:
+                    os.link(rec.path, target)
+                except OSError:  # another file system
+                    shutil.copy2(rec.path, target)
+                write_record(weights, rec)
+    return [json.loads(p.read_text())["row"] for m in models for p in sorted((merged / "metrics").glob(f"{m}-s*.json"))]
+
+
+def lane_summaries(lane_runs: Sequence[Path | None]) -> list[dict]:
+    """The lanes' ``run_summary.json`` (wall time, bytes written, peak memory) that were written."""
+    return [json.loads((d / "run_summary.json").read_text()) for d in lane_runs
+            if d is not None and (d / "run_summary.json").is_file()]
