@@ -43,21 +43,23 @@ def plan_lanes(models: Sequence[str], n: int, after: dict[str, str] | None = Non
     return [lane for lane in lanes if lane]
 
 
-def _lane_main(kwargs: dict, threads: int | None) -> None:
-    """One lane (a spawned process): ``run_all`` on its models, with ``threads`` CPU threads when given."""
+def _lane_main(kwargs: dict, threads: int | None, log_level: int = logging.WARNING) -> None:
+    """One lane (a spawned process): ``run_all`` on its models, with ``threads`` CPU threads when given; its log
+    lines (the parent's level) start with the lane's name, since no progress bar can show several lanes."""
     import torch
 
     from spinebench.engine.device import resolve_device
     from spinebench.engine.runner import run_all
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level, format="%(processName)s %(levelname)s %(name)s: %(message)s")
     if threads:
         resolve_device(kwargs.get("device", "auto"))  # it sets every core; the lane's share instead
         torch.set_num_threads(threads)
     run_all(**kwargs)
 
 
-def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, threads: int | None = None) -> list[Path | None]:
+def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, threads: int | None = None,
+              log_level: int = logging.WARNING) -> list[Path | None]:
     """Run ``run_all(**kwargs, models=lane)`` for every lane at once, each in a spawned process writing under
     ``lane_root/<i>``; their run folders (None for a lane that wrote none)."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked CUDA or OpenMP state
@@ -66,7 +68,7 @@ def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, threads: in
         d = lane_root / str(i)
         lane_kwargs = {**kwargs, "models": list(lane), "out": str(d / "runs"), "results": str(d / "results"),
                        "weights_dir": str(d / "weights"), "report": False, "progress": False}
-        p = ctx.Process(target=_lane_main, args=(lane_kwargs, threads), name=f"lane{i}")
+        p = ctx.Process(target=_lane_main, args=(lane_kwargs, threads, log_level), name=f"lane{i}")
         p.start()
         procs.append(p)
     for i, p in enumerate(procs):
