@@ -43,32 +43,40 @@ def plan_lanes(models: Sequence[str], n: int, after: dict[str, str] | None = Non
     return [lane for lane in lanes if lane]
 
 
-def _lane_main(kwargs: dict, threads: int | None, log_level: int = logging.WARNING) -> None:
-    """One lane (a spawned process): ``run_all`` on its models, with ``threads`` CPU threads when given; its log
-    lines (the parent's level) start with the lane's name, since no progress bar can show several lanes."""
-    import torch
-
-    from spinebench.engine.device import resolve_device
+def _lane_main(kwargs: dict, cpus: list[int] | None, log_level: int = logging.WARNING) -> None:
+    """One lane (a spawned process): ``run_all`` on its models, bound to the cores ``cpus`` when given (run_all
+    then gives its threads those cores alone: two lanes of two threads on two cores spin against each other and
+    train several times slower); its log lines (the parent's level) start with the lane's name, since no progress
+    bar can show several lanes."""
     from spinebench.engine.runner import run_all
 
     logging.basicConfig(level=log_level, format="%(processName)s %(levelname)s %(name)s: %(message)s")
-    if threads:
-        resolve_device(kwargs.get("device", "auto"))  # it sets every core; the lane's share instead
-        torch.set_num_threads(threads)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     run_all(**kwargs)
 
 
-def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, threads: int | None = None,
+def cpu_shares(n: int) -> list[list[int]] | None:
+    """This process's cores cut into ``n`` equal shares (a share of one core at least), or None where the
+    platform cannot bind processes to cores."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    k = max(1, len(cores) // n)
+    return [cores[(i * k) % len(cores):(i * k) % len(cores) + k] for i in range(n)]
+
+
+def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, cpus: list[list[int]] | None = None,
               log_level: int = logging.WARNING) -> list[Path | None]:
     """Run ``run_all(**kwargs, models=lane)`` for every lane at once, each in a spawned process writing under
-    ``lane_root/<i>``; their run folders (None for a lane that wrote none)."""
+    ``lane_root/<i>`` (bound to ``cpus[i]`` when given); their run folders (None for a lane that wrote none)."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked CUDA or OpenMP state
     procs = []
     for i, lane in enumerate(lanes):
         d = lane_root / str(i)
         lane_kwargs = {**kwargs, "models": list(lane), "out": str(d / "runs"), "results": str(d / "results"),
                        "weights_dir": str(d / "weights"), "report": False, "progress": False}
-        p = ctx.Process(target=_lane_main, args=(lane_kwargs, threads, log_level), name=f"lane{i}")
+        p = ctx.Process(target=_lane_main, args=(lane_kwargs, cpus[i] if cpus else None, log_level), name=f"lane{i}")
         p.start()
         procs.append(p)
     for i, p in enumerate(procs):

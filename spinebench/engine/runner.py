@@ -270,9 +270,9 @@ def _run_in_lanes(ctx: RunContext, n: int, models: list[str], seeds: list[int], 
 
     after = {m: IN_DOMAIN[m].classifier for m in ctx.profile.transfer if m in IN_DOMAIN}
     plan = lanes.plan_lanes(models, n, after)
-    threads = max(1, available_cores() // len(plan)) if ctx.device.type == "cpu" else None
+    cpus = lanes.cpu_shares(len(plan)) if ctx.device.type == "cpu" else None
     log.info("run %s: %d lanes: %s", ctx.run_id, len(plan), " | ".join(" ".join(lane) for lane in plan))
-    lane_runs = lanes.run_lanes(plan, child, ctx.run_dir / "lanes", threads, logging.getLogger().getEffectiveLevel())
+    lane_runs = lanes.run_lanes(plan, child, ctx.run_dir / "lanes", cpus, logging.getLogger().getEffectiveLevel())
     notes: list[str] = []
     config = json.loads((ctx.run_dir / "config.json").read_text())
     done = {(r["model"], int(r["seed"])): r for r in
