@@ -335,32 +335,19 @@ def pack_aasce(src: Path, dst: Path, side: int = PACK_SIDE) -> int:
     return n
 
 
-def _lane_runs(work: Path, lanes: list[list[str]]) -> list[Path]:
-    """Each lane's run folder (the one run-all wrote under ``<work>/lanes/<i>/runs``), or None."""
-    found = []
-    for i in range(len(lanes)):
-        runs = sorted((work / "lanes" / str(i) / "runs").glob("*/config.json"))
-        found.append(runs[-1].parent if runs else None)
-    return found
-
-
 def merge_lane_runs(lane_runs: list[Path | None], merged: Path, weights: Path, notes: list[str]) -> Path:
     """One run folder from the lanes' run folders (``spinebench.engine.lanes.merge_lanes``: config, split, logs,
     metrics, predictions, one weights folder of hard links), with its leaderboard and ``run_summary.json``."""
     sys.path.insert(0, str(ROOT))
-    from spinebench.engine.lanes import lane_summaries, merge_lanes
+    from spinebench.engine.lanes import lanes_summary, merge_lanes
     from spinebench.evaluation.results import append_rows
 
     rows = merge_lanes(lane_runs, merged, weights, notes)
     if rows:
         append_rows(merged / "leaderboard.csv", rows)
         (merged / ".leaderboard.csv.lock").unlink(missing_ok=True)
-    summaries = lane_summaries(lane_runs)
-    (merged / "run_summary.json").write_text(json.dumps(
-        {"wall_seconds": max((x["wall_seconds"] for x in summaries), default=None),
-         "bytes_written": sum(x.get("bytes_written", 0) for x in summaries),
-         "peak_rss_mb": max((x.get("peak_rss_mb", 0) for x in summaries), default=None),
-         "lanes": len([d for d in lane_runs if d is not None]), "lanes_finished": len(summaries)}, indent=2))
+    summary = {**lanes_summary(lane_runs), "lanes": len([d for d in lane_runs if d is not None])}
+    (merged / "run_summary.json").write_text(json.dumps(summary, indent=2))
     return merged
 
 
@@ -518,9 +505,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. collect
     if len(lanes) > 1:
+        sys.path.insert(0, str(ROOT))
+        from spinebench.engine.lanes import lane_run_dirs
+
+        merged = runs / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-lanes")
         try:
-            new = [merge_lane_runs(_lane_runs(work, lanes), runs / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-                                                                   + "-lanes"), work / "weights", summary["notes"])]
+            new = [merge_lane_runs(lane_run_dirs(work / "lanes", len(lanes)), merged, work / "weights",
+                                   summary["notes"])]
         except RuntimeError as e:
             new = []
             summary["notes"].append(str(e))

@@ -83,11 +83,16 @@ def run_lanes(lanes: list[list[str]], kwargs: dict, lane_root: Path, cpus: list[
         p.join()
         if p.exitcode != 0:
             log.error("lane %d (%s) ended with exit code %s", i, " ".join(lanes[i]), p.exitcode)
-    out = []
-    for i in range(len(lanes)):
-        runs = sorted((lane_root / str(i) / "runs").glob("*/config.json"))
-        out.append(runs[-1].parent if runs else None)
-    return out
+    return lane_run_dirs(lane_root, len(lanes))
+
+
+def lane_run_dirs(lane_root: Path, n: int) -> list[Path | None]:
+    """The run folder each of ``n`` lanes wrote under ``lane_root/<i>/runs`` (its latest), or None."""
+    found = []
+    for i in range(n):
+        runs = sorted((Path(lane_root) / str(i) / "runs").glob("*/config.json"))
+        found.append(runs[-1].parent if runs else None)
+    return found
 
 
 def merge_lanes(lane_runs: Sequence[Path | None], merged: Path, weights: Path, notes: list[str],
@@ -131,7 +136,11 @@ def merge_lanes(lane_runs: Sequence[Path | None], merged: Path, weights: Path, n
     return [json.loads(p.read_text())["row"] for m in models for p in sorted((merged / "metrics").glob(f"{m}-s*.json"))]
 
 
-def lane_summaries(lane_runs: Sequence[Path | None]) -> list[dict]:
-    """The lanes' ``run_summary.json`` (wall time, bytes written, peak memory) that were written."""
-    return [json.loads((d / "run_summary.json").read_text()) for d in lane_runs
+def lanes_summary(lane_runs: Sequence[Path | None]) -> dict:
+    """What the lanes' ``run_summary.json`` files add up to: bytes written (summed), peak memory and wall time (the
+    largest), and how many lanes wrote one."""
+    done = [json.loads((d / "run_summary.json").read_text()) for d in lane_runs
             if d is not None and (d / "run_summary.json").is_file()]
+    return {"wall_seconds": max((x["wall_seconds"] for x in done), default=None),
+            "bytes_written": sum(x.get("bytes_written", 0) for x in done),
+            "peak_rss_mb": max((x.get("peak_rss_mb", 0) for x in done), default=0), "lanes_finished": len(done)}

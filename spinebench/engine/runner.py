@@ -282,26 +282,24 @@ def _run_in_lanes(ctx: RunContext, n: int, models: list[str], seeds: list[int], 
         log.warning("%s", note)
     rows = [done.get((m, s)) or error_row(m, RuntimeError("its lane ended without a result"), **ctx.row_context(s))
             for m in models for s in seeds]
-    _finish_run(ctx, rows, results, report, t_start, written_start, lanes.lane_summaries(lane_runs))
+    _finish_run(ctx, rows, results, report, t_start, written_start, lanes.lanes_summary(lane_runs))
 
 
 def _finish_run(ctx: RunContext, rows: list[dict], results, report: bool, t_start: float, written_start: int,
-                lane_summaries: list[dict] | None = None) -> None:
-    """Leaderboards, the report, and ``run_summary.json`` (wall time, bytes written, peak memory; with lanes, theirs
-    added: bytes summed, the largest peak)."""
+                lanes: dict | None = None) -> None:
+    """Leaderboards, the report, and ``run_summary.json`` (wall time, bytes written, peak memory; with lanes,
+    ``engine.lanes.lanes_summary`` added: their bytes, the largest peak)."""
     from spinebench.evaluation.results import append_rows
 
     append_rows(ctx.run_dir / "leaderboard.csv", rows)
     append_rows(Path(results) / "leaderboard.csv", rows)
     if report:
         _make_report(ctx.run_dir)
-    lane_summaries = lane_summaries or []
-    lane_bytes = sum(x.get("bytes_written", 0) for x in lane_summaries)
     summary = {"wall_seconds": round(time.perf_counter() - t_start, 1),
-               "bytes_written": _bytes_written() - written_start + lane_bytes,
-               "peak_rss_mb": max([_peak_rss_mb()] + [x.get("peak_rss_mb", 0) for x in lane_summaries])}
-    if lane_summaries:
-        summary["lanes"] = len(lane_summaries)
+               "bytes_written": _bytes_written() - written_start, "peak_rss_mb": _peak_rss_mb()}
+    if lanes:
+        summary.update(bytes_written=summary["bytes_written"] + lanes["bytes_written"],
+                       peak_rss_mb=max(summary["peak_rss_mb"], lanes["peak_rss_mb"]), lanes=lanes["lanes_finished"])
     (ctx.run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
     log.info("run %s: %.0f s, %.1f MB written, peak memory %.0f MB", ctx.run_id, summary["wall_seconds"],
              summary["bytes_written"] / 1e6, summary["peak_rss_mb"])

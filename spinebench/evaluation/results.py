@@ -156,9 +156,10 @@ def append_csv_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str]
     fields = list(columns or row)
     if path.exists() and columns is None:
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header, old = list(reader.fieldnames or []), list(reader)
+            header = next(csv.reader(f), [])  # one line per append: the rows are read only to add columns
         if header and set(fields) - set(header):
+            with open(path, newline="") as f:
+                old = list(csv.DictReader(f))
             fields = header + [k for k in fields if k not in header]
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "w", newline="") as f:
