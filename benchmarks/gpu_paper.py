@@ -397,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="training seconds of each lane, shared equally by its models (default 400 with lanes on a "
                         "GPU: the lanes then end ~440 s after they start; 20 with --dry-run; else the profile's)")
+    p.add_argument("--aux-shape-weight", type=float, metavar="W",
+                   help="run-all --aux-shape-weight for every lane (the classifiers' train-time spine-shape loss)")
     p.add_argument("--cache", help="SPINEBENCH_CACHE for the generated data (default: the usual cache)")
     p.add_argument("--pack-aasce", metavar="DIR", help="only write a 1024 px copy of --aasce to DIR (to carry to a "
                                                        "GPU machine) and exit")
@@ -478,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     before = set(runs.iterdir()) if runs.is_dir() else set()
     base = ["run-all", "--data", *data, "--device", device, "--pretrained", "none"]
     base += ["--profile", "quick", "--epochs", "1"] if args.dry_run else ["--profile", "paper"]
+    if args.aux_shape_weight is not None:
+        base += ["--aux-shape-weight", f"{args.aux_shape_weight:g}"]
     limit = budget - (time.time() - t0) - COLLECT_RESERVE_S
     summary["run_all_limit_s"] = round(limit)
     t_run = time.time()

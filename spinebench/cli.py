@@ -196,7 +196,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "the clock and the best validated state is kept; default: the profile's)")
     p.add_argument("--aux-shape-weight", type=float, metavar="W",
                    help="classifiers: also regress the spine's shape (vertebra centres and tilts from the "
-                        "landmarks) with this weight while training (1 pays from ~240 steps; default: off)")
+                        "landmarks) with this weight while training (1 pays from ~240 steps; default: the "
+                        "profile's: off in quick, 1 for ResNet-50, DenseNet-121 and Inception-v3 in paper; 0 = off)")
     p.add_argument("--out", default="runs", help="folder for run folders (default runs/)")
     p.add_argument("--results", default="results", help="folder of leaderboard.csv (default results/)")
     p.add_argument("--weights", default="weights", help="folder for trained weights (default weights/)")
