@@ -129,7 +129,7 @@ def _leaderboard_text(rows) -> str:
     if not isinstance(rows, list):
         rows = read_rows(rows)
     cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
-            "implant_auroc", "scoliosis_auroc", "map_50", "smape", "train_seconds", "latency_ms")
+            "implant_auroc", "scoliosis_auroc", "map_50", "smape", "smape_real", "train_seconds", "latency_ms")
 
     def line(r: dict) -> str:
         cells = []

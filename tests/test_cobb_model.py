@@ -215,6 +215,14 @@ def test_score_cobb_perfect_and_imperfect_predictions():
     res2 = score_cobb(noisy, lms, angles, pids, n_boot=50, image_heights=[1024] * 4, scales=[0.5] * 4)
     assert res2["smape"] > 0 and res2["smape_lo"] <= res2["smape"] <= res2["smape_hi"]
     assert res2["landmark_mpe_px_orig"] == pytest.approx(2 * res2["landmark_mpe_px"])
+    # the real films' own SMAPE (a hybrid split mixes synthetic and real): the same as scoring them alone
+    real = [False, False, True, True]
+    res3 = score_cobb(noisy, lms, angles, pids, n_boot=50, image_heights=[1024] * 4, real=real)
+    alone = score_cobb(noisy[2:], lms[2:], angles[2:], pids[2:], n_boot=50, image_heights=[1024] * 2)
+    assert res3["smape_real"] == pytest.approx(alone["smape"]) and res3["n_real_images"] == 2
+    assert res3["smape_real"] != pytest.approx(res3["smape"])
+    assert res3["smape_real_lo"] <= res3["smape_real"] <= res3["smape_real_hi"]
+    assert "smape_real" not in score_cobb(noisy, lms, angles, pids, n_boot=0, real=[False] * 4)
 
 
 def test_measure_refuses_missing_or_empty_weights(tmp_path):

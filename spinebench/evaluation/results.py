@@ -42,8 +42,9 @@ CONTEXT_COLUMNS = (
     "seed", "pretrained", "pretrained_mode", "device", "precision", "epochs", "input_size", "params_m",
     "train_seconds", "latency_ms", "git_commit", "status", "error",
 )
-#: Cobb-angle regression metrics (SMAPE in %, mean absolute errors in degrees), with CI bounds.
-COBB_KEYS = tuple(k for name in ("smape", "mae_pt", "mae_mt", "mae_tl", "mae_largest", "landmark_mpe_px",
+#: Cobb-angle regression metrics (SMAPE in %, mean absolute errors in degrees), with CI bounds;
+#: ``smape_real``: the SMAPE of the split's real radiographs alone (every source but ``synth``; empty without any)
+COBB_KEYS = tuple(k for name in ("smape", "smape_real", "mae_pt", "mae_mt", "mae_tl", "mae_largest", "landmark_mpe_px",
                                   "landmark_mpe_px_orig", "grade_accuracy")
                   for k in (name, f"{name}_lo", f"{name}_hi"))
 #: The stable, ordered column set of every result row and leaderboard CSV.

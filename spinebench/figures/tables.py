@@ -29,7 +29,8 @@ METRIC_LABELS = {
     "implant_auroc": "AUROC implant", "scoliosis_auroc": "AUROC scoliosis", "any_auroc": "AUROC any",
     "implant_sensitivity": "Sensitivity implant", "implant_specificity": "Specificity implant",
     "scoliosis_sensitivity": "Sensitivity scoliosis", "scoliosis_specificity": "Specificity scoliosis",
-    "map": "mAP@[.5:.95]", "map_50": "mAP@.5", "smape": "SMAPE (%)", "mae_pt": "MAE PT (°)",
+    "map": "mAP@[.5:.95]", "map_50": "mAP@.5", "smape": "SMAPE (%)",
+    "smape_real": "SMAPE real films (%)", "mae_pt": "MAE PT (°)",
     "mae_mt": "MAE MT (°)", "mae_tl": "MAE TL (°)",
 }
 PAPER_TABLES = {
@@ -271,7 +272,7 @@ def paper_table_files(rows: Iterable[Mapping], table: int) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------- leaderboard
 LEADERBOARD_METRICS = ("any_sensitivity", "any_specificity", "accuracy", "loss", "implant_auroc", "scoliosis_auroc",
                        "map_50")
-COBB_METRICS = ("smape", "mae_pt", "mae_mt", "mae_tl")
+COBB_METRICS = ("smape", "smape_real", "mae_pt", "mae_mt", "mae_tl")
 
 
 def leaderboard_table(rows: Iterable[Mapping]) -> pd.DataFrame:

@@ -40,7 +40,7 @@ def stack_inputs(ds, size: tuple[int, int]) -> dict:
 
     Returns {"images" (N, 1, H, W) float16, "landmarks" (N, 68, 2) float32 in input pixels (NaN if unknown),
     "to_input" (N, 2): input pixels per dataset-image pixel in x and y, "image_hw" (N, 2) the dataset images'
-    (H, W), "patient_ids", "image_ids", "cobb" (N, 3), "scale" (N,) dataset pixels per original pixel}.
+    (H, W), "patient_ids", "image_ids", "sources", "cobb" (N, 3), "scale" (N,) dataset pixels per original pixel}.
     """
     h, w = size
     n = len(ds)
@@ -48,7 +48,7 @@ def stack_inputs(ds, size: tuple[int, int]) -> dict:
     lms = torch.full((n, N_LANDMARKS, 2), math.nan)
     to_input = torch.empty((n, 2))
     image_hw = torch.empty((n, 2))
-    pids, iids, cobb, scale = [], [], [], []
+    pids, iids, sources, cobb, scale = [], [], [], [], []
     for i in range(n):
         item = ds[i]
         img = item["image"]
@@ -59,10 +59,11 @@ def stack_inputs(ds, size: tuple[int, int]) -> dict:
         lms[i] = item["landmarks"].float() * to_input[i]
         pids.append(item["patient_id"])
         iids.append(item["image_id"])
+        sources.append(item["source"])
         cobb.append(item["cobb"].numpy())
         scale.append(float(item["scale"]))
     return {"images": images, "landmarks": lms, "to_input": to_input, "image_hw": image_hw,
-            "patient_ids": pids, "image_ids": iids, "cobb": np.asarray(cobb, dtype=np.float64).reshape(-1, 3),
+            "patient_ids": pids, "image_ids": iids, "sources": sources, "cobb": np.asarray(cobb, dtype=np.float64).reshape(-1, 3),
             "scale": np.asarray(scale, dtype=np.float64)}
 
 
@@ -250,14 +251,15 @@ class CobbTask(Task):
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
                 "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
-                "scale": data["scale"]}
+                "scale": data["scale"], "real": [src != "synth" for src in data["sources"]]}
 
     def score_at(self, pred, thresholds, n_boot, seed):
         """SMAPE, angle errors, grades and the measured scoliosis call (no thresholds: the 10 degree rule)."""
         from spinebench.evaluation.cobb import score_cobb
 
         return score_cobb(pred["landmarks"], pred["true_landmarks"], pred["cobb"], pred["patient_ids"],
-                          n_boot=n_boot, seed=seed, image_heights=pred["image_heights"], scales=pred["scale"])
+                          n_boot=n_boot, seed=seed, image_heights=pred["image_heights"], scales=pred["scale"],
+                          real=pred.get("real"))
 
     def forward_one(self, model, x):
         from spinebench.models.cobb_net import decode_landmarks
