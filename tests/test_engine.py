@@ -488,3 +488,22 @@ def test_bf16_training_returns_fp32_validation_predictions(tiny_data):
     assert fit["val_pred"] is not None
     np.testing.assert_array_equal(fit["val_pred"]["probs"], again["probs"])
     assert not np.array_equal(fast["probs"], again["probs"])  # bf16 predictions would not have passed
+
+
+def test_a_body_pretrains_at_its_minimum_input_when_the_classifier_input_is_smaller(tiny_data):
+    """Inception-ResNet-v2's body needs 75 px; the quick classifiers train at 128 x 56. The body's in-domain
+    pre-training scales the classifier input up (aspect kept) instead of failing the detector (it did: the quick
+    run lost the detector with "needs inputs of at least 75 x 75 pixels")."""
+    from spinebench.engine.runner import RunContext, _at_least, _transfer_into
+    from spinebench.models.transfer import IN_DOMAIN
+
+    assert _at_least((128, 56), (75, 75)) == (171, 75) and _at_least((192, 80), (75, 75)) == (192, 80)
+    tr, va = _tiny_sets(tiny_data)
+    name = "det_faster_rcnn_inception_resnet_v2"
+    prof = replace(TINY, classifier=replace(TINY.classifier, image_size=(48, 21), max_steps_per_epoch=1),
+                   transfer=(name,))
+    ctx = RunContext(run_id="t", run_dir=Path("."), data=[tiny_data], profile=prof, device=torch.device("cpu"),
+                     git_commit="", counts={}, pretrained="none")
+    model = create_model(name, pretrained="none", **prof.detector_kwargs, **IN_DOMAIN[name].model_kwargs)
+    seconds = _transfer_into(model, name, ctx, tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
+    assert seconds > 0 and model.pretrained_source.startswith("in-domain:body:")
