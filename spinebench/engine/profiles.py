@@ -51,13 +51,14 @@ PROFILES = {
         # CPU): ResNet-50 loss 0.465 -> 0.367 (3 seeds), scoliosis 0.77 -> 0.81, implant 0.94 -> 0.98;
         # DenseNet-121 0.400 -> 0.268 (2 seeds), scoliosis 0.78 -> 0.87; SqueezeNet, capped at 30 epochs either
         # way, 0.45 -> 0.38 in 24 s instead of 35. Inception-v3 keeps 192 x 80 (classifier_sizes: 75 px minimum).
+        # The ~16 s SqueezeNet no longer needs, and the rest of the ten minutes, go to the other classifiers: 52 s.
         # Validation only after the last epoch (val_every=0), as for the detectors: validating the 98 images after
         # every 12-step epoch took 8 of ResNet-50's 42 s (cProfile, 2-core CPU), a fifth of its training, to pick
         # among 3-4 epochs whose last (annealed) one had the lowest validation loss, or within 0.003 of it, in the
         # last quick run's logs. SqueezeNet keeps it (model_settings): ~19 cheap epochs, best 0.40 at 14 vs 0.49 last.
         classifier=TrainSettings(epochs=30, batch_size=16, lr=1e-3, patience=5, warmup_epochs=0.3,
                                  image_size=(128, 56), max_steps_per_epoch=12, val_every=0, checkpoint_every_s=60,
-                                 time_budget_s=40),
+                                 time_budget_s=52),
         # detectors: up to 10 x 12 steps at lr 1e-3 with fewer sampled anchors / RoIs and proposals (the 1024-wide RoI
         # head costs more than the body at 320 px: 0.9 s/step instead of 1.4-1.8). On validation
         # (bench_detector_recipe, one seed, 2-core CPU) Inception-v2 from random init: Lum AP@0.5 0.03, implant AUROC
