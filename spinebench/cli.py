@@ -247,6 +247,8 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", help="append rows to this CSV (else print CSV to stdout)")
+    p.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                   help="no progress bars, warnings only (same as spinebench -q)")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -507,3 +507,13 @@ def test_a_body_pretrains_at_its_minimum_input_when_the_classifier_input_is_smal
     model = create_model(name, pretrained="none", **prof.detector_kwargs, **IN_DOMAIN[name].model_kwargs)
     seconds = _transfer_into(model, name, ctx, tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
     assert seconds > 0 and model.pretrained_source.startswith("in-domain:body:")
+
+
+@pytest.mark.parametrize("argv", [["run-all"], ["train", "cls_resnet50"], ["evaluate"], ["predict", "x.png"]])
+def test_every_command_with_progress_bars_takes_quiet(argv):
+    """Scripts and CI pass -q to whichever command they run (evaluate refused it once)."""
+    from spinebench.cli import build_parser
+
+    for flag in ("-q", "--quiet"):
+        assert build_parser().parse_args([*argv, flag]).sub_quiet is True
+    assert build_parser().parse_args(["-q", *argv]).quiet is True
