@@ -63,8 +63,8 @@ def stack_inputs(ds, size: tuple[int, int]) -> dict:
         cobb.append(item["cobb"].numpy())
         scale.append(float(item["scale"]))
     return {"images": images, "landmarks": lms, "to_input": to_input, "image_hw": image_hw,
-            "patient_ids": pids, "image_ids": iids, "sources": sources, "cobb": np.asarray(cobb, dtype=np.float64).reshape(-1, 3),
-            "scale": np.asarray(scale, dtype=np.float64)}
+            "patient_ids": pids, "image_ids": iids, "sources": sources,
+            "cobb": np.asarray(cobb, dtype=np.float64).reshape(-1, 3), "scale": np.asarray(scale, dtype=np.float64)}
 
 
 def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Generator, *, rot_deg: float = 10.0,
