@@ -49,7 +49,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def data_kind(spec: str) -> str:
     """synthetic / hybrid / real for every source of a (space-separated) data spec, e.g. ``synthetic + real``."""
-    from spinebench.figures.report import data_kind as kind_of
+    from spinebench.data.sources import data_kind as kind_of
 
     kinds = list(dict.fromkeys(kind_of(part) for part in str(spec).split()))
     return " + ".join(kinds) or "unknown"

@@ -494,10 +494,12 @@ def test_a_body_pretrains_at_its_minimum_input_when_the_classifier_input_is_smal
     """Inception-ResNet-v2's body needs 75 px; the quick classifiers train at 128 x 56. The body's in-domain
     pre-training scales the classifier input up (aspect kept) instead of failing the detector (it did: the quick
     run lost the detector with "needs inputs of at least 75 x 75 pixels")."""
-    from spinebench.engine.runner import RunContext, _at_least, _transfer_into
+    from spinebench.engine.runner import RunContext, _transfer_into
+    from spinebench.models.classifiers import fit_min_input
     from spinebench.models.transfer import IN_DOMAIN
 
-    assert _at_least((128, 56), (75, 75)) == (171, 75) and _at_least((192, 80), (75, 75)) == (192, 80)
+    assert fit_min_input((128, 56), (75, 75)) == (171, 75) and fit_min_input((192, 80), (75, 75)) == (192, 80)
+    assert fit_min_input((48, 48), (75, 75)) == (75, 75)  # the paper's size for Inception-v3, as before
     tr, va = _tiny_sets(tiny_data)
     name = "det_faster_rcnn_inception_resnet_v2"
     prof = replace(TINY, classifier=replace(TINY.classifier, image_size=(48, 21), max_steps_per_epoch=1),

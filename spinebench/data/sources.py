@@ -93,6 +93,17 @@ def parse_spec(spec: str) -> tuple[list[str], str, str | None]:
     return wrappers, kind, (arg if eq else None)
 
 
+def data_kind(spec: str) -> str:
+    """``synthetic`` | ``hybrid`` | ``real`` for a data spec (``synth``, ``hybrid:aasce=PATH``, ``aasce=PATH``) or a
+    record's ``source`` (where ``hybrid`` is a real radiograph with rendered hardware: ``real``). The one rule for
+    what is synthetic: the report and weights records say it plainly, the Cobb scores keep the real films apart."""
+    head = str(spec).split("=", 1)[0]
+    parts = head.split(":")
+    if "hybrid" in parts[:-1]:
+        return "hybrid"
+    return "synthetic" if parts[-1].strip() == "synth" else "real"
+
+
 def load_records(specs: str | Iterable[str], max_side: int | None = None) -> list[dict]:
     """Load and concatenate the records of one or several specs; image ids must stay unique.
 

@@ -429,15 +429,6 @@ def _transfer_kwargs(name: str, ctx: RunContext) -> dict:
     return dict(IN_DOMAIN[name].model_kwargs) if name in IN_DOMAIN else {}
 
 
-def _at_least(size: tuple[int, int] | None, minimum: tuple[int, int]) -> tuple[int, int] | None:
-    """``size`` (H, W) scaled up, aspect kept, until both sides reach ``minimum`` (the quick profile's 128 x 56
-    classifier input is below Inception-ResNet-v2's 75 px: its body pre-trains at 171 x 75)."""
-    if size is None:
-        return None
-    k = max(1.0, minimum[0] / size[0], minimum[1] / size[1])
-    return max(minimum[0], round(size[0] * k)), max(minimum[1], round(size[1] * k))
-
-
 def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed: int) -> float:
     """In-domain transfer (``Profile.transfer``, plans in ``spinebench.models.transfer.IN_DOMAIN``): start the
     model's backbone from a classifier this run trained before it on the same training split, or from its own body
@@ -451,11 +442,14 @@ def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed
         return 0.0  # ImageNet weights, where they arrived, come first
     plan, t0 = IN_DOMAIN[name], time.perf_counter()
     if plan.classifier.startswith("body:"):
+        from spinebench.models.classifiers import fit_min_input
+
         body = plan.make_classifier()
         budget = settings.extra.get("pretrain_s")
+        size = ctx.profile.classifier.image_size
         cls_settings = replace(ctx.profile.classifier, final_checkpoint=False, time_budget_s=budget,
                                epochs=plan.pretrain_epochs or ctx.profile.classifier.epochs,
-                               image_size=_at_least(ctx.profile.classifier.image_size, body.min_input_size))
+                               image_size=fit_min_input(size, body.min_input_size) if size else None)
         train_model(body, train, val, settings=cls_settings, device=ctx.device, seed=seed, progress=False)
         state = body.state_dict()
     else:

@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from spinebench import FINDINGS, __version__
+from spinebench.data.sources import data_kind
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.results import COBB_PREDICTION_COLUMNS, LOG_COLUMNS, PREDICTION_COLUMNS
 from spinebench.figures import export, plots, tables
@@ -176,15 +177,6 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def data_kind(spec: str) -> str:
-    """``synthetic`` | ``hybrid`` | ``real`` for a data spec, said plainly in the report."""
-    head = str(spec).split("=", 1)[0]
-    parts = head.split(":")
-    if "hybrid" in parts[:-1]:
-        return "hybrid"
-    return "synthetic" if parts[-1].strip() == "synth" else "real"
-
-
 KIND_TEXT = {
     "synthetic": "computer-generated radiographs, no real patient: the numbers show that the pipeline works and "
                  "how models rank on this synthetic task, and say nothing about real X-rays",

@@ -40,6 +40,16 @@ INCEPTION_MEAN_1CH = (0.5,)
 INCEPTION_STD_1CH = (0.5,)
 
 
+def fit_min_input(size: tuple[int, int], minimum: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (H, W) scaled up, aspect kept, until both sides reach ``minimum`` (unchanged when they do).
+
+    Why: a size chosen for every classifier can be below one model's minimum (Inception-v3 and the
+    Inception-ResNet-v2 body need 75 px): the paper's 48 x 48 becomes 75 x 75, the quick profile's 128 x 56
+    171 x 75, instead of a failed model."""
+    k = max(1.0, minimum[0] / size[0], minimum[1] / size[1])
+    return max(minimum[0], round(size[0] * k)), max(minimum[1], round(size[1] * k))
+
+
 class FindingClassifier(nn.Module):
     """A torchvision classifier behind the pixel contract: ``B x 1 x H x W`` in [0, 1] -> ``B x 2`` logits."""
 

@@ -99,10 +99,11 @@ class ClassificationTask(ImageLevelTask):
             # the paper's 48 x 48 is below Inception-v3's minimum (75): a model that cannot take the paper's size
             # gets its minimum instead; other sizes below a model's minimum are refused (runner._check_schedule)
             from spinebench.models import model_info
+            from spinebench.models.classifiers import fit_min_input
 
             need = model_info(name).get("min_input_size") or (0, 0)
             bump = min(need) > PAPER_IMAGE_SIZE
-            size = (max(image_size, need[0]), max(image_size, need[1])) if bump else (image_size, image_size)
+            size = fit_min_input((image_size, image_size), need) if bump else (image_size, image_size)
         return replace(profile.classifier, image_size=size) if size else profile.classifier
 
     def transform(self, model, image_size, train: bool, shape_targets: bool = False):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from spinebench.cobb import N_LANDMARKS, cobb_angles_many, smape
+from spinebench.data.sources import data_kind
 from spinebench.data.transforms import ClassifierTransform, grid_theta, resize
 from spinebench.engine.device import autocast, channels_last
 from spinebench.errors import SpinebenchError
@@ -251,7 +252,7 @@ class CobbTask(Task):
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
                 "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
-                "scale": data["scale"], "real": [src != "synth" for src in data["sources"]]}
+                "scale": data["scale"], "real": [data_kind(src) != "synthetic" for src in data["sources"]]}
 
     def score_at(self, pred, thresholds, n_boot, seed):
         """SMAPE, angle errors, grades and the measured scoliosis call (no thresholds: the 10 degree rule)."""
