@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spinebench.models import list_models, model_info  # noqa: E402
+from spinebench.models import model_info  # noqa: E402
 
 log = logging.getLogger("bench_time_to_accuracy")
 
@@ -159,7 +159,7 @@ def bench(name: str, data: list[str], profile: str, device: str, work: str, peak
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", default=None, help="default: every registered model")
+    p.add_argument("--models", nargs="+", default=None, help="default: the models run-all trains in --profile")
     p.add_argument("--data", nargs="+", default=["synth"])
     p.add_argument("--profile", default="quick")
     p.add_argument("--device", default="cpu")
@@ -167,13 +167,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from spinebench.engine.device import precision_of, resolve_device
+    from spinebench.engine.profiles import get_profile
+    from spinebench.engine.runner import _choose_models
 
     dev = resolve_device(a.device)
     prec = precision_of(dev)
     dtype = torch.bfloat16 if prec == "bf16-mixed" else torch.float32
     peak = matmul_tflops(dtype=dtype) if dev.type == "cpu" else math.nan
     log.info("%s matmul: %.3f TFLOP/s on %d threads", prec, peak, torch.get_num_threads())
-    models = a.models or list_models()
+    models = a.models or _choose_models(None, get_profile(a.profile))  # what run-all trains by default
     out_path = Path(a.out) / f"time_to_accuracy_{dev.type}.csv"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -35,12 +35,15 @@ _MODELS: dict[tuple, tuple] = {}
 
 
 def cobb_models(weights_dir: str | os.PathLike) -> list[str]:
-    """Names of the trained ``cobb`` models whose weights are present in ``weights_dir``."""
+    """Names of the trained ``cobb`` models whose weights are present in ``weights_dir``, the most recently
+    trained first (the one ``measure`` and the demo use): a quick run after a paper run measures with its own."""
     from spinebench.models import list_models
     from spinebench.weights import trained_records
 
     known = set(list_models(task="cobb"))
-    return [n for n, r in trained_records(weights_dir).items() if n in known or r.task == "cobb"]
+    recs = [(n, r) for n, r in trained_records(weights_dir).items() if n in known or r.task == "cobb"]
+    # run ids start with the run's date and time (20261204-201500-quick): newest first, stable otherwise
+    return [n for n, _ in sorted(recs, key=lambda nr: str(nr[1].run_id or ""), reverse=True)]
 
 
 def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "cpu",
@@ -75,14 +78,12 @@ def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.
     input pixels map back to ``img`` pixels by the two axes' size ratios."""
     import torch
 
-    from spinebench.models.cobb_net import decode_landmarks
-
     x = record.preprocess(img)[None]
     h, w = img.shape
     to_input = np.array([x.shape[-1] / w, x.shape[-2] / h])
     dev = next(model.parameters()).device
     with torch.inference_mode():
-        pts = decode_landmarks(model(x.to(dev)))[0][0].float().cpu().numpy().astype(np.float64)
+        pts = model.decode(model(x.to(dev)))[0][0].float().cpu().numpy().astype(np.float64)
     pts = pts / to_input
     return pts, cobb_angles(pts, image_height=img.shape[0])
 

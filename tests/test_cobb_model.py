@@ -67,6 +67,15 @@ def model():
     return create_model("cobb_vertebra_resnet34", pretrained="none", input_size=SMALL)
 
 
+@pytest.fixture(scope="module", params=["cobb_vertebra_resnet34", "cobb_regress_resnet10t"])
+def any_model(request):
+    """Each registered ``cobb`` model: what the task, the loop and ``measure`` do must work for both."""
+    from spinebench.models import create_model
+
+    torch.manual_seed(0)
+    return create_model(request.param, pretrained="none", input_size=SMALL)
+
+
 def test_registered_with_cobb_task():
     from spinebench.models import list_models, model_info
 
@@ -166,7 +175,8 @@ def _write_spines(tmp_path, n: int, size=SMALL) -> list[dict]:
     return recs
 
 
-def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, model):
+def test_one_epoch_trains_checkpoints_resumes_and_scores(tmp_path, any_model):
+    model = any_model
     from spinebench.data.dataset import SpineDataset
     from spinebench.engine.train import TrainSettings, train_model
     from spinebench.evaluation.cobb import score_cobb
@@ -234,7 +244,8 @@ def test_measure_refuses_missing_or_empty_weights(tmp_path):
         measure([str(tmp_path / "x.png")], weights_dir=tmp_path)
 
 
-def test_measure_overlay_and_cli_with_saved_weights(tmp_path, model, capsys):
+def test_measure_overlay_and_cli_with_saved_weights(tmp_path, any_model, capsys):
+    model = any_model
     from spinebench.cli import main
     from spinebench.engine.weights import save_weights
     from spinebench.measure import measure, render_overlay
@@ -294,3 +305,104 @@ def test_train_cli_refuses_data_without_landmarks_on_stderr(capsys, tmp_path):
     assert captured.out == "" and captured.err.strip().count("\n") == 0
     assert "needs vertebra landmarks" in captured.err
     assert not (tmp_path / "w").exists() and not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------- the direct-regression Cobb model
+@pytest.fixture()
+def regress():
+    from spinebench.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("cobb_regress_resnet10t", pretrained="none", input_size=SMALL)
+
+
+def _spines(n: int, size=SMALL) -> torch.Tensor:
+    return torch.tensor(np.stack([synthetic_spine(*size, seed=s) for s in range(n)]), dtype=torch.float32)
+
+
+def test_regression_starts_at_the_training_mean_shape(regress):
+    from spinebench.models import model_info
+
+    info = model_info("cobb_regress_resnet10t")
+    assert info["task"] == "cobb" and info["input_size"] == (192, 96) and 5 < info["params_m"] < 20
+    lm = _spines(4)
+    bad = torch.full((1, 68, 2), math.nan)                  # a film without landmarks does not move the prior
+    regress.fit_prior(torch.cat([lm, bad]))
+    regress.eval()
+    out = regress(torch.rand(2, 1, *SMALL))
+    pts, scores = regress.decode(out)
+    assert pts.shape == (2, 68, 2) and scores.shape == (2, 17)
+    # the head starts at zero: every film gets the mean (canonically ordered) spine, in input pixels
+    np.testing.assert_allclose(pts[0].detach(), canonical_landmarks(lm).mean(0), atol=1e-3)
+    np.testing.assert_allclose(pts[1].detach(), pts[0].detach(), atol=1e-5)
+    # the prior is a buffer: saved and loaded with the weights
+    assert "prior" in regress.state_dict()
+
+
+def test_regression_loss_is_zero_at_the_target_and_sees_endplate_tilt(regress):
+    from spinebench.models.cobb_regress import endplate_angles
+
+    lm = _spines(2)
+    loss, parts = regress.landmark_loss(lm.clone(), lm)
+    assert float(loss) == 0.0 and set(parts) == {"corners", "angles"}
+    # the same corners listed in another order (a mirrored film's): the target is put in canonical order first
+    shuffled = lm.reshape(2, 17, 4, 2)[:, :, [1, 0, 3, 2]].reshape(2, 68, 2)
+    assert float(regress.landmark_loss(lm.clone(), shuffled)[0]) < 1e-6
+    # tilting one endplate by 4 degrees about its middle: tiny corner moves, a clear angle term
+    tilted = lm.clone().reshape(2, 17, 4, 2)
+    mid = tilted[:, 8, :2].mean(1, keepdim=True)
+    c, s_ = math.cos(math.radians(4)), math.sin(math.radians(4))
+    rel = tilted[:, 8, :2] - mid
+    tilted[:, 8, :2] = mid + torch.stack([c * rel[..., 0] - s_ * rel[..., 1], s_ * rel[..., 0] + c * rel[..., 1]], -1)
+    tilted = tilted.reshape(2, 68, 2)
+    d = (endplate_angles(tilted) - endplate_angles(lm)).abs()
+    assert math.isclose(float(d[:, 8, 0].min()), math.radians(4), rel_tol=1e-3) and float(d[:, 7].max()) < 1e-6
+    _, parts = regress.landmark_loss(tilted, lm)
+    assert parts["angles"] > 5 * parts["corners"] > 0
+
+
+def test_regression_learns_to_place_a_shifted_spine(regress):
+    """A few steps on two films whose spines differ only in where they stand: the prediction follows each one."""
+    size = SMALL
+    base = synthetic_spine(*size, amp=0.0)
+    lms, imgs = [], []
+    for dx in (-0.12, 0.12):
+        lm = base + np.array([dx * size[1], 0.0])
+        img = np.zeros(size, dtype=np.float32)
+        for q in lm.reshape(17, 4, 2):
+            x0, x1 = int(q[:, 0].min()), int(q[:, 0].max())
+            y0, y1 = int(q[:, 1].min()), int(q[:, 1].max())
+            img[y0:y1, x0:x1] = 1.0
+        lms.append(lm)
+        imgs.append(img)
+    x = torch.tensor(np.stack(imgs))[:, None]
+    lm = torch.tensor(np.stack(lms), dtype=torch.float32)
+    regress.fit_prior(lm)
+    opt = torch.optim.AdamW(regress.parameters(), lr=2e-3)
+    regress.train()
+    for _ in range(40):
+        loss, _ = regress.landmark_loss(regress(x), lm)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    regress.eval()
+    with torch.no_grad():
+        pts = regress.predict_landmarks(x)
+    cx = pts[..., 0].mean(1)
+    # the prior stands in the middle; the trained model puts each spine on its own side, within 3 pixels
+    np.testing.assert_allclose(cx, lm[..., 0].mean(1), atol=3.0)
+
+
+def test_measure_uses_the_most_recently_trained_cobb_model(tmp_path):
+    from spinebench.engine.weights import save_weights
+    from spinebench.measure import cobb_models, load_cobb_model
+    from spinebench.models import create_model
+
+    for name, run_id in (("cobb_regress_resnet10t", "20261204-120000-quick"),
+                         ("cobb_vertebra_resnet34", "20261101-090000-paper")):
+        save_weights(create_model(name, pretrained="none", input_size=SMALL), tmp_path, meta={
+            "task": "cobb", "max_side": 256, "pretrained": False, "run_id": run_id,
+            "model_kwargs": {"input_size": list(SMALL)}})
+    assert cobb_models(tmp_path) == ["cobb_regress_resnet10t", "cobb_vertebra_resnet34"]
+    model, rec = load_cobb_model(tmp_path)
+    assert rec.model == "cobb_regress_resnet10t" and model.default_cfg["name"] == "cobb_regress_resnet10t"

@@ -201,13 +201,28 @@ def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
     run_dir = run_all(data=[f"synth={tmp_path / 'synth'}"], profile=prof, models=cobb, device="cpu",
                       out=tmp_path / "runs", results=tmp_path / "results", weights_dir=tmp_path / "w",
                       pretrained="none", progress=False, report=False)
-    row = read_rows(tmp_path / "results" / "leaderboard.csv")[0]
-    assert row["status"] == "ok", row["error"]
-    assert row["task"] == "cobb" and 0 <= float(row["smape"]) <= 100
-    assert float(row["smape_lo"]) <= float(row["smape"]) <= float(row["smape_hi"])
-    with open(next((run_dir / "predictions").glob("*-cobb.csv"))) as f:
-        rows = list(csv.DictReader(f))
-    assert rows and {"true_pt", "pred_pt"} <= set(rows[0])
+    rows = read_rows(tmp_path / "results" / "leaderboard.csv")
+    assert sorted(r["model"] for r in rows) == sorted(cobb) and len(cobb) == 2
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["task"] == "cobb" and 0 <= float(row["smape"]) <= 100
+        assert float(row["smape_lo"]) <= float(row["smape"]) <= float(row["smape_hi"])
+        with open(run_dir / "predictions" / f"{row['model']}-s0-cobb.csv") as f:
+            preds = list(csv.DictReader(f))
+        assert preds and {"true_pt", "pred_pt"} <= set(preds[0])
+
+
+def test_each_profile_trains_its_own_cobb_model_unless_one_is_named():
+    from spinebench.engine.profiles import get_profile
+    from spinebench.engine.runner import _choose_models
+
+    for name, cobb in (("quick", "cobb_regress_resnet10t"), ("paper", "cobb_vertebra_resnet34")):
+        prof = get_profile(name)
+        chosen = _choose_models(None, prof)
+        assert prof.cobb_model == cobb and [m for m in chosen if model_info(m)["task"] == "cobb"] == [cobb]
+        assert set(_six()) <= set(chosen)
+    named = ["cobb_vertebra_resnet34", "cls_resnet50"]
+    assert _choose_models(named, get_profile("quick")) == named
 
 
 class _ShapeRecorder(torch.nn.Module):

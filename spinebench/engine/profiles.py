@@ -24,6 +24,8 @@ class Profile:
     n_boot: int = 1000
     classifier_sizes: dict = field(default_factory=dict)  # per-model input size overrides
     cobb: TrainSettings = field(default_factory=TrainSettings)  # the landmark model; image_size = its input (H, W)
+    #: the registered ``cobb`` model run-all trains by default (the others only when named)
+    cobb_model: str = "cobb_vertebra_resnet34"
     #: models that start from an in-domain backbone (``spinebench.models.transfer.IN_DOMAIN``: a classifier trained
     #: earlier in the same run on the same training split, or the model's own body pre-trained as a classifier)
     transfer: tuple[str, ...] = ()
@@ -79,13 +81,15 @@ PROFILES = {
                         # epochs, 10 s into its 40, best at epoch 2: implant AUROC 0.56 on test; one seed)
                         "cls_squeezenet1_1": {"val_every": 1, "patience": None}},
         classifier_sizes={"cls_inception_v3": (192, 80)},
-        # the landmark model: as many epochs of 12 steps as fit in its budget (it was 3 epochs, ~120 s, SMAPE 48%).
-        # On two cores it learns nothing usable in any budget a ten-minute run has: validation SMAPE 53-58% after
-        # 60 s (384 x 192 or 256 x 128) and 53.5% after 150 s, where predicting the training split's mean angles
-        # scores 39% (one seed each, 2-core CPU). So it gets 45 s and validates once, after its last epoch (every
-        # epoch's validation was 4 of its 15 s): time the classifiers and detectors turn into accuracy.
-        cobb=TrainSettings(image_size=(384, 192), epochs=30, batch_size=8, lr=1e-3, max_steps_per_epoch=12,
-                           warmup_epochs=0.5, patience=None, val_every=0, checkpoint_every_s=60, time_budget_s=45),
+        # The landmark model. The heatmap network (cobb_vertebra_resnet34) learns nothing usable in any budget a
+        # ten-minute run has: validation SMAPE 53-58% after 60 s (384 x 192 or 256 x 128) and 53.5% after 150 s,
+        # where predicting the training split's mean angles scores 39%. Direct corner regression on ResNet-10-T
+        # (models.cobb_regress) at 192 x 96 does in 60 s (~360 steps of 16): validation SMAPE 23.1 / 21.7% (2
+        # seeds); 75 s: 23.1%; ResNet-18 37.3% at 256 x 128, 26.4 / 28.3% at 192 x 96, 25.3% at 160 x 64, 23.1%
+        # after 120 s (one seed each, 2-core CPU, benchmarks/bench_cobb_quick.py). Validation once, at the end.
+        cobb=TrainSettings(image_size=(192, 96), epochs=100, batch_size=16, lr=2e-3, warmup_epochs=0.5,
+                           patience=None, val_every=0, checkpoint_every_s=60, time_budget_s=60),
+        cobb_model="cobb_regress_resnet10t",
         n_boot=300,
     ),
     "paper": Profile(

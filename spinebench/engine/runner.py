@@ -130,7 +130,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     if dist_world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-    models = _choose_models(models)
+    models = _choose_models(models, prof)
     if resume:  # the interrupted run's own arguments and split
         run_dir = Path(resume)
         cfg_path = run_dir / "config.json"
@@ -198,13 +198,15 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     return run_dir
 
 
-def _choose_models(models: Sequence[str] | None) -> list[str]:
-    """The models asked for (unknown names refused), or every model of a known task."""
+def _choose_models(models: Sequence[str] | None, prof: Profile) -> list[str]:
+    """The models asked for (unknown names refused), or every model of a known task but the Cobb models other than
+    the profile's own (``Profile.cobb_model``)."""
     from spinebench.models import list_models, model_info
 
     known = list_models()
     if not models:  # the paper's six, plus the Cobb landmark model when the data has landmarks (checked once loaded)
-        return [m for m in known if model_info(m)["task"] in TASKS]
+        return [m for m in known if model_info(m)["task"] in TASKS
+                and (model_info(m)["task"] != "cobb" or m == prof.cobb_model)]
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SpinebenchError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")

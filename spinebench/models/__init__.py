@@ -9,6 +9,6 @@ carries ``model.pretrained_loaded`` and ``model.default_cfg``.
 
 from spinebench.models.registry import create_model, list_models, model_entry, model_info, register_model
 from spinebench.models import classifiers, detectors  # noqa: F401  (registers the models)
-from spinebench.models import cobb_net  # noqa: F401  (registers cobb_vertebra_resnet34, task cobb)
+from spinebench.models import cobb_net, cobb_regress  # noqa: F401  (register the two ``cobb`` landmark models)
 
 __all__ = ["create_model", "list_models", "model_entry", "model_info", "register_model"]

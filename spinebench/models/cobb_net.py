@@ -74,10 +74,19 @@ class VertebraLandmarkNet(nn.Module):
             y = block(torch.cat([y, skip], dim=1))
         return torch.cat([h(y) for h in self.heads], dim=1)
 
+    # the interface every ``cobb`` model has (spinebench.tasks.cobb and spinebench.measure call only these)
+    def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network output -> ((B, 68, 2) landmarks in input pixels, (B, 17) vertebra scores)."""
+        return decode_landmarks(out)
+
+    def landmark_loss(self, out: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training loss of ``out`` against (B, 68, 2) landmarks in input pixels, and its parts."""
+        return landmark_loss(out, encode_targets(landmarks, tuple(out.shape[-2:])))
+
     @torch.inference_mode()
     def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 68, 2) landmarks in input pixels of ``x`` (eval mode, no gradients)."""
-        return decode_landmarks(self(x))[0]
+        return self.decode(self(x))[0]
 
 
 # ------------------------------------------------------------------------------------------- targets

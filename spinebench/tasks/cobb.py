@@ -121,8 +121,6 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
 @torch.inference_mode()
 def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: bool = False) -> np.ndarray:
     """(N, 68, 2) landmarks in the dataset images' pixels from stacked inputs."""
-    from spinebench.models.cobb_net import decode_landmarks
-
     model.eval()
     out = []
     for i in range(0, len(data["images"]), batch_size):
@@ -130,10 +128,10 @@ def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: b
         if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            pts = decode_landmarks(model(x))[0]
+            pts = model.decode(model(x))[0]
             if flip_tta:
                 w = x.shape[-1]
-                pf = decode_landmarks(model(x.flip(-1)))[0]
+                pf = model.decode(model(x.flip(-1)))[0]
                 pf[..., 0] = w - pf[..., 0]
                 pf = pf.reshape(len(x), -1, 2, 2, 2).flip(3).reshape(len(x), -1, 2)
                 pts = (pts + pf) / 2
@@ -165,7 +163,6 @@ class StackedData(TrainData):
             raise SpinebenchError("no training images with landmarks")
         self.batch_size, self.seed, self.device, self.rank, self.world = batch_size, seed, device, rank, world
         self.augment = dict(augment or {})
-        self.out_hw = (self.images.shape[-2] // 4, self.images.shape[-1] // 4)
 
     def steps_per_epoch(self, world: int = 1) -> int:
         n, bs = self.num_samples // world, self.batch_size
@@ -216,22 +213,21 @@ class CobbTask(Task):
         return list(model_input_size(model))
 
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1):
-        return StackedData(stack_inputs(ds, model_input_size(model)), settings.batch_size, seed, device, rank, world,
-                           settings.extra.get("augment"))
+        data = stack_inputs(ds, model_input_size(model))
+        if hasattr(model, "fit_prior"):  # a regression model starts from the training films' mean spine
+            model.fit_prior(data["landmarks"])
+        return StackedData(data, settings.batch_size, seed, device, rank, world, settings.extra.get("augment"))
 
     def val_data(self, model, ds, settings, device):
         return stack_inputs(ds, model_input_size(model)) if ds is not None and len(ds) else None
 
     def loss(self, net, batch, data, device, settings):
-        from spinebench.models.cobb_net import encode_targets, landmark_loss
-
         x = batch["image"]
-        targets = encode_targets(batch["landmarks"], data.out_hw)
         if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            out = net(x)
-        return landmark_loss(out, targets)
+            out = net(x)  # through the (possibly DistributedDataParallel) wrapper: gradients are synchronised
+        return getattr(net, "module", net).landmark_loss(out, batch["landmarks"])
 
     def validate(self, model, val, device, settings):
         """Validation SMAPE, angle MAE and landmark error (no bootstrap) for model selection."""
@@ -263,9 +259,7 @@ class CobbTask(Task):
                           real=pred.get("real"))
 
     def forward_one(self, model, x):
-        from spinebench.models.cobb_net import decode_landmarks
-
-        return decode_landmarks(model(x[None]))
+        return model.decode(model(x[None]))
 
     def write_predictions(self, path, pred, scored, ds) -> None:
         pa = np.asarray(scored["metrics"]["pred_angles"])
