@@ -64,7 +64,8 @@ def one(model: str, size: tuple[int, int], budget: float, seed: int, data: list[
             "data": " ".join(data), "device": row.get("device"), "precision": row.get("precision"),
             "steps": steps, "train_seconds": row.get("train_seconds"),
             "val_smape": round(float(last["val_smape"]), 2), "val_mae": round(float(last["val_mae"]), 2),
-            "test_smape": row.get("smape"), "git_commit": row.get("git_commit")}
+            "test_smape": round(float(row["smape"]), 2) if row.get("smape") not in (None, "") else "",
+            "git_commit": row.get("git_commit")}
 
 
 def main(argv=None) -> int:
