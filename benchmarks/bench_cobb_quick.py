@@ -39,7 +39,8 @@ def constant_baseline(data: list[str], split_seed: int = 0) -> float:
     from spinebench.engine.profiles import get_profile
     from spinebench.engine.runner import _split_records
 
-    records = _split_records(data, None, "patient", split_seed, [get_profile("quick").cobb_model], 320)[0]
+    quick = get_profile("quick")
+    records = _split_records(data, None, "patient", split_seed, [quick.cobb_model], quick.cache_side)[0]
 
     def angles(split):
         return np.array([[r["cobb_pt"], r["cobb_mt"], r["cobb_tl"]] for r in records

@@ -406,3 +406,14 @@ def test_measure_uses_the_most_recently_trained_cobb_model(tmp_path):
     assert cobb_models(tmp_path) == ["cobb_regress_resnet10t", "cobb_vertebra_resnet34"]
     model, rec = load_cobb_model(tmp_path)
     assert rec.model == "cobb_regress_resnet10t" and model.default_cfg["name"] == "cobb_regress_resnet10t"
+
+
+def test_every_cobb_model_is_a_landmark_model_and_the_heatmaps_have_no_prior(any_model):
+    from spinebench.models.cobb_net import LandmarkModel
+
+    assert isinstance(any_model, LandmarkModel)
+    before = {k: v.clone() for k, v in any_model.state_dict().items()}
+    any_model.fit_prior(_spines(3))
+    changed = {k for k, v in any_model.state_dict().items() if not torch.equal(v, before[k])}
+    # only the regression has a prior; nothing else moves before training
+    assert changed == ({"prior"} if any_model.default_cfg["name"] == "cobb_regress_resnet10t" else set())

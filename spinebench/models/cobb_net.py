@@ -43,7 +43,29 @@ class _ConvBNReLU(nn.Sequential):
                          nn.ReLU(inplace=True))
 
 
-class VertebraLandmarkNet(nn.Module):
+class LandmarkModel(nn.Module):
+    """What every ``cobb`` model is to :mod:`spinebench.tasks.cobb`, :mod:`spinebench.measure` and the demo, which
+    call only these: ``forward`` -> raw output; :meth:`decode` -> landmarks; :meth:`landmark_loss`; :meth:`fit_prior`
+    once before training. One task then serves a heatmap network and a regression alike."""
+
+    def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network output -> ((B, 68, 2) landmarks in input pixels, (B, 17) vertebra scores)."""
+        raise NotImplementedError
+
+    def landmark_loss(self, out: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training loss of ``out`` against (B, 68, 2) landmarks in input pixels, and its parts."""
+        raise NotImplementedError
+
+    def fit_prior(self, landmarks: torch.Tensor) -> None:
+        """A start taken from the (N, 68, 2) training landmarks in input pixels; none by default."""
+
+    @torch.inference_mode()
+    def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) landmarks in input pixels of ``x`` (eval mode, no gradients)."""
+        return self.decode(self(x))[0]
+
+
+class VertebraLandmarkNet(LandmarkModel):
     """Centre heatmap + centre offset + corner vectors at stride 4 (see the module docstring)."""
 
     def __init__(self, backbone: str = "resnet34", pretrained: str = "none", decoder_channels=(256, 128, 64),
@@ -74,19 +96,11 @@ class VertebraLandmarkNet(nn.Module):
             y = block(torch.cat([y, skip], dim=1))
         return torch.cat([h(y) for h in self.heads], dim=1)
 
-    # the interface every ``cobb`` model has (spinebench.tasks.cobb and spinebench.measure call only these)
     def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network output -> ((B, 68, 2) landmarks in input pixels, (B, 17) vertebra scores)."""
         return decode_landmarks(out)
 
     def landmark_loss(self, out: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The training loss of ``out`` against (B, 68, 2) landmarks in input pixels, and its parts."""
         return landmark_loss(out, encode_targets(landmarks, tuple(out.shape[-2:])))
-
-    @torch.inference_mode()
-    def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 68, 2) landmarks in input pixels of ``x`` (eval mode, no gradients)."""
-        return self.decode(self(x))[0]
 
 
 # ------------------------------------------------------------------------------------------- targets

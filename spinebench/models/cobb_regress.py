@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinebench.cobb import N_LANDMARKS, N_VERTEBRAE
-from spinebench.models.cobb_net import canonical_landmarks
+from spinebench.models.cobb_net import LandmarkModel, canonical_landmarks
 from spinebench.models.pretrained import create_timm_model
 from spinebench.models.registry import register_model
 
@@ -55,7 +55,7 @@ def endplate_angles(pts: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.atan2(top[..., 1], top[..., 0]), torch.atan2(bottom[..., 1], bottom[..., 0])], -1)
 
 
-class CornerRegressionNet(nn.Module):
+class CornerRegressionNet(LandmarkModel):
     """A timm backbone whose stride-32 map, reduced and flattened, regresses 68 corners (see the module docstring)."""
 
     def __init__(self, backbone: str = "resnet10t", pretrained: str = "none", input_size=(192, 96),
@@ -90,7 +90,6 @@ class CornerRegressionNet(nn.Module):
         offset = self.head(f).float().view(-1, N_LANDMARKS, 2) * _OFFSET_SCALE
         return (self.prior + offset) * self.size_xy
 
-    # the interface every ``cobb`` model has (spinebench.tasks.cobb and spinebench.measure call only these)
     def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network output -> ((B, 68, 2) landmarks in input pixels, (B, 17) vertebra scores: all 1, as every
         vertebra is always placed)."""
@@ -102,11 +101,6 @@ class CornerRegressionNet(nn.Module):
         pos = F.smooth_l1_loss(out / self.size_xy, target / self.size_xy, beta=0.01)
         ang = F.smooth_l1_loss(endplate_angles(out), endplate_angles(target), beta=0.02)
         return pos + _SLOPE_WEIGHT * ang, {"corners": float(pos.detach()), "angles": float(ang.detach())}
-
-    @torch.inference_mode()
-    def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 68, 2) landmarks in input pixels of ``x`` (eval mode, no gradients)."""
-        return self.decode(self(x))[0]
 
 
 @register_model(task="cobb", paper_name=PAPER_NAME,

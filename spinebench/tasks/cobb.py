@@ -214,8 +214,7 @@ class CobbTask(Task):
 
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1):
         data = stack_inputs(ds, model_input_size(model))
-        if hasattr(model, "fit_prior"):  # a regression model starts from the training films' mean spine
-            model.fit_prior(data["landmarks"])
+        model.fit_prior(data["landmarks"])  # the regression starts from the training films' mean spine
         return StackedData(data, settings.batch_size, seed, device, rank, world, settings.extra.get("augment"))
 
     def val_data(self, model, ds, settings, device):
