@@ -26,7 +26,7 @@ def _table_case():
 
 def test_two_by_two_table():
     y, p, pids = _table_case()
-    m = evaluate_image_level(y, p, pids, [0.5, 0.5, 0.5], n_boot=0)
+    m = evaluate_image_level(y, p, pids, [0.5, 0.5], n_boot=0)
     assert m["implant_sensitivity"] == pytest.approx(3 / 4)
     assert m["implant_specificity"] == pytest.approx(4 / 6)
     assert m["implant_precision"] == pytest.approx(3 / 5)
@@ -52,14 +52,24 @@ def test_two_by_two_table():
 def test_any_is_abnormal_vs_normal():
     y = np.array([[1, 0], [0, 1], [0, 0], [0, 0]])
     p = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.2], [0.05, 0.6]])
-    m = evaluate_image_level(y, p, ["a", "b", "c", "d"], [0.5, 0.5, 0.5], n_boot=0)
-    # abnormal: images 0, 1 -> max probs 0.9 (found), 0.3 (missed); normal: 0.2 (right), 0.6 (false alarm)
-    assert (m["any_sensitivity"], m["any_specificity"]) == (0.5, 0.5)
-    # two thresholds: 'any' = either finding flagged (same decisions here), threshold not a single number
-    m2 = evaluate_image_level(y, p, ["a", "b", "c", "d"], [0.5, 0.5], n_boot=0)
-    assert (m2["any_sensitivity"], m2["any_specificity"]) == (0.5, 0.5) and math.isnan(m2["any_threshold"])
+    m = evaluate_image_level(y, p, ["a", "b", "c", "d"], [0.5, 0.5], n_boot=0)
+    # abnormal: images 0, 1 -> flagged (implant 0.9), missed (0.2 / 0.3); normal: right, false alarm (0.6)
+    assert (m["any_sensitivity"], m["any_specificity"]) == (0.5, 0.5) and math.isnan(m["any_threshold"])
     # exact match: image 0 right, 1 wrong (scoliosis missed), 2 right, 3 wrong
     assert m["accuracy"] == 0.5
+    assert m["any_auroc"] == 0.75  # ranked by max(p): 0.9, 0.3 against 0.2, 0.6
+
+
+def test_any_follows_each_findings_own_threshold():
+    """An image is abnormal when either finding is flagged at its own threshold (the call the demo shows), not
+    when max(p) passes one shared threshold: implant 0.35 >= 0.3 flags image 0 although 0.35 < 0.5."""
+    y = np.array([[1, 0], [0, 1], [0, 0]])
+    p = np.array([[0.35, 0.1], [0.1, 0.45], [0.25, 0.55]])
+    m = evaluate_image_level(y, p, ["a", "b", "c"], [0.3, 0.6], n_boot=0)
+    assert (m["implant_sensitivity"], m["scoliosis_sensitivity"]) == (1.0, 0.0)
+    assert (m["any_sensitivity"], m["any_specificity"]) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="one per finding"):
+        evaluate_image_level(y, p, ["a", "b", "c"], [0.3, 0.6, 0.5], n_boot=0)
 
 
 def test_weighted_auroc_matches_sklearn_with_ties():
@@ -79,7 +89,7 @@ def test_youden_thresholds():
     y = np.array([[0, 0], [0, 0], [0, 0], [1, 1], [1, 1]])
     p = np.array([[0.1, 0.05], [0.2, 0.07], [0.3, 0.1], [0.7, 0.2], [0.8, 0.3]])
     t = choose_thresholds(y, p)
-    assert t.shape == (3,)
+    assert t.shape == (2,)  # per finding: 'any' is either finding flagged
     assert t[0] == 0.5 and t[1] == pytest.approx(0.15)
     m = evaluate_image_level(y, p, list("abcde"), t, n_boot=0)
     assert m["implant_sensitivity"] == m["implant_specificity"] == m["scoliosis_sensitivity"] == 1.0
@@ -116,18 +126,18 @@ def test_bootstrap_ci_contains_point_and_is_patient_level():
     y = np.column_stack([rng.random(n) < 0.5, rng.random(n) < 0.5]).astype(int)
     p = np.clip(0.35 * y + rng.random((n, 2)) * 0.65, 0, 1)
     pids = [f"p{i}" for i in range(n)]
-    m = evaluate_image_level(y, p, pids, [0.5, 0.5, 0.5], n_boot=500, seed=3)
+    m = evaluate_image_level(y, p, pids, [0.5, 0.5], n_boot=500, seed=3)
     for key in ("implant_sensitivity", "scoliosis_auroc", "any_specificity", "accuracy", "loss"):
         assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
         assert m[f"{key}_lo"] < m[f"{key}_hi"]
     # every patient imaged 5 times: patient-level CIs are unchanged (the same patients are drawn) ...
     rep = np.repeat(np.arange(n), 5)
-    m_dup = evaluate_image_level(y[rep], p[rep], [pids[i] for i in rep], [0.5, 0.5, 0.5], n_boot=500, seed=3)
+    m_dup = evaluate_image_level(y[rep], p[rep], [pids[i] for i in rep], [0.5, 0.5], n_boot=500, seed=3)
     for key in ("implant_sensitivity", "scoliosis_auroc", "accuracy"):
         assert m_dup[key] == pytest.approx(m[key])
         assert (m_dup[f"{key}_lo"], m_dup[f"{key}_hi"]) == pytest.approx((m[f"{key}_lo"], m[f"{key}_hi"]))
     # ... while treating the copies as independent images would shrink them (about 1/sqrt(5))
-    m_img = evaluate_image_level(y[rep], p[rep], [str(i) for i in range(len(rep))], [0.5, 0.5, 0.5],
+    m_img = evaluate_image_level(y[rep], p[rep], [str(i) for i in range(len(rep))], [0.5, 0.5],
                                  n_boot=500, seed=3)
     width = m["accuracy_hi"] - m["accuracy_lo"]
     assert m_img["accuracy_hi"] - m_img["accuracy_lo"] < 0.7 * width
@@ -149,9 +159,9 @@ def test_bootstrap_is_seeded_and_fast():
     p = rng.random((200, 2))
     pids = [f"p{i // 2}" for i in range(200)]
     start = time.perf_counter()
-    a = evaluate_image_level(y, p, pids, [0.5, 0.5, 0.5], n_boot=1000, seed=7)
+    a = evaluate_image_level(y, p, pids, [0.5, 0.5], n_boot=1000, seed=7)
     elapsed = time.perf_counter() - start
-    b = evaluate_image_level(y, p, pids, [0.5, 0.5, 0.5], n_boot=1000, seed=7)
+    b = evaluate_image_level(y, p, pids, [0.5, 0.5], n_boot=1000, seed=7)
     assert a == pytest.approx(b, nan_ok=True)
     assert elapsed < 2.0, f"1000 bootstrap resamples of 200 images took {elapsed:.2f} s"
 

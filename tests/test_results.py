@@ -20,7 +20,7 @@ from spinebench.paper import PAPER_DATA, PAPER_RESULTS, PAPER_TOTAL_IMAGES, pape
 def _metrics() -> dict:
     y = np.array([[1, 0], [0, 1], [0, 0], [1, 1]])
     p = np.array([[0.9, 0.2], [0.3, 0.7], [0.1, 0.1], [0.6, 0.4]])
-    return evaluate_image_level(y, p, ["a", "b", "c", "d"], [0.5, 0.5, 0.5], n_boot=50)
+    return evaluate_image_level(y, p, ["a", "b", "c", "d"], [0.5, 0.5], n_boot=50)
 
 
 def test_columns_cover_every_metric_once():

@@ -541,8 +541,8 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             size = tuple(rec.image_size) if rec.image_size else None
             pred = predict(model, ds.with_transform(rec.transform()), dev)  # fp32, as in the training run's scores
             # the thresholds validated in training, unchanged: nothing is tuned on the data evaluated
-            # (every recorded threshold: the any-finding one follows the per-finding ones)
-            thresholds = (list(rec.thresholds) or list(rec.decision_thresholds())) if task.thresholds else []
+            # (per finding; weights from runs before the either-finding rule also hold an 'any' one, not used)
+            thresholds = list(rec.decision_thresholds()) if task.thresholds else []
             metrics = task.score_at(pred, thresholds, n_boot, 0)
             rows.append(make_row(run_id=run_id, model=name, task=task.name, paper_name=info.get("paper_name", ""),
                                  data=" ".join(data), split_file=split_file or "", n_test=len(ds),

@@ -196,8 +196,9 @@ def paper_table_display(df: pd.DataFrame, digits: int = 2) -> tuple[list[str], l
 def table_notes(df: pd.DataFrame) -> list[str]:
     """Footnotes every rendering of a paper table carries: what is compared, and what is not comparable."""
     notes = [
-        "Sensitivity/specificity: abnormal (implant or scoliosis) vs normal images on our test split, thresholds "
-        "chosen on validation; 95% CI by bootstrap over patients.",
+        "Sensitivity/specificity: abnormal (implant or scoliosis) vs normal images on our test split; an image is "
+        "abnormal when either finding passes its own threshold chosen on validation; 95% CI by bootstrap over "
+        "patients.",
         "Accuracy: ours is exact-match accuracy (both findings right) on test; the paper's is a validation "
         "accuracy. Loss: ours is test binary cross-entropy; the paper's is its framework's training loss "
         "(TF Object Detection API total loss for Table 5). Neither compares directly.",
