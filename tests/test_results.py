@@ -142,3 +142,23 @@ def test_append_csv_row_adds_the_columns_a_later_row_brings(tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(None not in r for r in rows)
     assert rows[1]["lr"] == "0.0" and rows[1]["seconds"] == "9.2" and rows[1]["val_auroc_scoliosis"] == "0.81"
     assert rows[0]["val_auroc_implant"] == "" and rows[2]["seconds"] == "3.0" and rows[0]["lr"] == "0.001"
+
+
+def test_append_csv_row_with_columns_extends_an_older_header(tmp_path):
+    """A benchmark that gained columns since its CSV was written (``columns`` given): the header grows by the
+    columns the row fills, the file's order is kept, and no value lands under another name."""
+    from spinebench.evaluation.results import append_csv_row
+
+    path = tmp_path / "bench.csv"
+    append_csv_row(path, {"recipe": "a", "steps": 10, "ap": 0.2}, ["recipe", "steps", "ap"])
+    append_csv_row(path, {"steps": 20, "recipe": "b", "ap": 0.3, "holdout_ap": 0.25},
+                   ["recipe", "steps", "ap", "holdout_ap", "note"])
+    append_csv_row(path, {"recipe": "c", "status": "error"}, ["recipe", "steps", "ap", "holdout_ap", "status"])
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        f.seek(0)
+        header = next(csv.reader(f))
+    assert header == ["recipe", "steps", "ap", "holdout_ap", "status"]
+    assert all(None not in r for r in rows)
+    assert (rows[0]["holdout_ap"], rows[1]["steps"], rows[1]["holdout_ap"]) == ("", "20", "0.25")
+    assert (rows[2]["recipe"], rows[2]["status"], rows[2]["ap"]) == ("c", "error", "")

@@ -149,19 +149,22 @@ def append_csv_row(path: str | os.PathLike, row: Mapping, columns: Sequence[str]
     """Append one row to a plain CSV log (a header first when the file is new); ``columns`` default to the row's
     keys, extra keys are dropped. For per-epoch logs and benchmark CSVs; result rows go through :func:`append_rows`.
 
-    Without ``columns``, a row with keys the header lacks (a training log whose last epoch alone was validated:
-    ``val_every=0``) rewrites the file with those columns added (earlier rows left empty there), instead of
-    writing values under the wrong names."""
+    A row whose columns the file's header lacks (a training log whose last epoch alone was validated:
+    ``val_every=0``; a benchmark that gained columns since the file was written) rewrites the file with those
+    columns added (earlier rows left empty there), instead of writing values under the wrong names; an existing
+    file's own column order is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(columns or row)
-    if path.exists() and columns is None:
+    if path.exists():
         with open(path, newline="") as f:
             header = next(csv.reader(f), [])  # one line per append: the rows are read only to add columns
-        if header and set(fields) - set(header):
+        # (a column the row has no value for needs no new header)
+        missing = [k for k in fields if k not in header and (columns is None or k in row)]
+        if header and missing:
             with open(path, newline="") as f:
                 old = list(csv.DictReader(f))
-            fields = header + [k for k in fields if k not in header]
+            fields = header + missing
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
