@@ -42,6 +42,7 @@ from spinebench.engine.profiles import PROFILES  # noqa: E402
 from spinebench.engine.train import TrainSettings, predict, train_model, transforms_for  # noqa: E402
 from spinebench.evaluation.results import append_csv_row  # noqa: E402
 from spinebench.models import create_model  # noqa: E402
+from spinebench.models.classifiers import fit_min_input  # noqa: E402
 from spinebench.tasks.base import auroc  # noqa: E402
 from spinebench.tasks.detection import DetectionTask, detection_metrics  # noqa: E402
 from spinebench.models.transfer import (IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
@@ -176,7 +177,10 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
     elif kind == "body":
         arch = create_model(detector, pretrained="none", min_size=64, max_size=64).default_cfg["backbone"]
         model = body_classifier(arch.removeprefix("timm."))
-        settings = replace(QUICK.classifier, epochs=epochs or QUICK.classifier.epochs)
+        # as the runner pre-trains it (runner._transfer_into): its own minimum input, the profile's pretrain_s
+        settings = replace(QUICK.classifier, epochs=epochs or QUICK.classifier.epochs,
+                           image_size=fit_min_input(QUICK.classifier.image_size, model.min_input_size),
+                           time_budget_s=QUICK.model_settings.get(detector, {}).get("extra", {}).get("pretrain_s"))
     else:
         raise ValueError(f"unknown init {kind!r}")
     torch.manual_seed(seed)
