@@ -76,14 +76,11 @@ def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.
 
     ``record`` preprocesses ``img`` as in training; the model's input is the whole (downscaled) image resized, so
     input pixels map back to ``img`` pixels by the two axes' size ratios."""
-    import torch
-
     x = record.preprocess(img)[None]
     h, w = img.shape
     to_input = np.array([x.shape[-1] / w, x.shape[-2] / h])
     dev = next(model.parameters()).device
-    with torch.inference_mode():
-        pts = model.decode(model(x.to(dev)))[0][0].float().cpu().numpy().astype(np.float64)
+    pts = model.predict_landmarks(x.to(dev))[0].float().cpu().numpy().astype(np.float64)
     pts = pts / to_input
     return pts, cobb_angles(pts, image_height=img.shape[0])
 

@@ -128,10 +128,10 @@ def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: b
         if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            pts = model.decode(model(x))[0]
+            pts = model.predict_landmarks(x)
             if flip_tta:
                 w = x.shape[-1]
-                pf = model.decode(model(x.flip(-1)))[0]
+                pf = model.predict_landmarks(x.flip(-1))
                 pf[..., 0] = w - pf[..., 0]
                 pf = pf.reshape(len(x), -1, 2, 2, 2).flip(3).reshape(len(x), -1, 2)
                 pts = (pts + pf) / 2
