@@ -15,6 +15,8 @@ engine uses it, the task's own weighted BCE, transform and fp32 validation), fro
   library's ``TrainSettings.aux_shape_weight`` trains). Each part is divided by its training-split standard
   deviation, so weight 1 means a unit-variance regression. The head is train-time only: the model scored is the
   registered one, 2 outputs.
+- ``saux``: the same targets from the map BEFORE pooling (Grad-CAM's layer), through the Cobb regressor's head
+  (1x1 reduce to 32 + BN + ReLU, flattened, MLP 256, last layer zero): where the spine is, which pooling discards.
 
 Results (``results/aux_target_cuda.csv``: H200, bf16, 3-5 seeds; ``results/aux_target_cpu.csv``: 2-core CPU,
 seed 0), ResNet-50, mean validation scoliosis AUROC at the end of a schedule of N steps: 120 steps base 0.854,
@@ -24,6 +26,12 @@ raises the plateau from ~240 steps on; it does not help before its head learns (
 mean's, after 120 steps), so it does nothing for the quick profile's ~40 ResNet-50 steps.
 SqueezeNet (2-core CPU, 2 seeds, 240 steps): scoliosis 0.63 / 0.62 base, 0.54 / 0.36 with both:1 (its head never
 learns: loss ~1.07); not for SqueezeNet.
+At the quick profile's 128 x 56 (2-core CPU, seeds 0 / 1, 2026-12-05): DenseNet-121, 200 steps, scoliosis
+0.867 / 0.874 base, 0.995 / 0.987 both:1; Inception-v3, 140 steps, 0.853 / 0.840 against 0.910 / 0.920; ResNet-50,
+160 steps, 0.815 / 0.901 (base) against 0.846 / 0.871, 250 steps 0.887 / 0.877 against 0.915 / 0.954. ``saux`` on
+ResNet-50 at 160 steps: 0.848 / 0.855 (both:1), 0.834 / 0.893 (both:0.3); its head still predicts the mean (aux
+loss ~1.07): not better than pooling. (A plain linear layer on the flattened 16k-wide map, tried first, diverged:
+aux loss 1.1-1.7, implant AUROC down to 0.80.)
 
 Each run anneals to 0 at its own step count (``--steps``: separate runs, as the quick profile's budget anneals at
 its end); ``--evals`` adds validation points inside the longest run's schedule (not annealed there). Validation
@@ -90,15 +98,33 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
     feats = {}
     fc = model.get_submodule(model.default_cfg["classifier"][0])
     hook = fc.register_forward_hook(lambda m, inp, out: feats.__setitem__("x", inp[0]))
+    if kind == "saux":  # the spatial map before pooling (Grad-CAM's layer), flattened: where the spine is matters
+        from spinebench.gradcam import target_layer
+
+        layer, rectify = target_layer(model)
+        hook.remove()
+        hook = layer.register_forward_hook(
+            lambda m, inp, out: feats.__setitem__("x", F.relu(out) if rectify else out))
     head = None
     params = [p for p in model.parameters() if p.requires_grad]
-    if kind == "aux":
+    if kind in ("aux", "saux"):
         g = torch.Generator().manual_seed(seed + 12345)  # the model's init draws stay those of the base arm
         width = fc.in_features if isinstance(fc, torch.nn.Linear) else fc.in_channels
         head = torch.nn.Linear(width, parts.stop - parts.start).to(device)
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width) * 0.1)
             head.bias.zero_()
+        if kind == "saux":  # cobb_regress's head: 1x1 reduce to 32 + BN + ReLU, flatten, MLP 256, last layer zero
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, 1, *s.image_size, device=device))
+            c, h, w = feats["x"].shape[1:]
+            torch.manual_seed(seed + 12345)
+            head = torch.nn.Sequential(torch.nn.Conv2d(c, 32, 1, bias=False), torch.nn.BatchNorm2d(32),
+                                       torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * h * w, 256),
+                                       torch.nn.ReLU(), torch.nn.Linear(256, parts.stop - parts.start)).to(device)
+            torch.nn.init.zeros_(head[-1].weight)
+            torch.nn.init.zeros_(head[-1].bias)
+            seed_everything(seed)  # the model's training draws stay those of the base arm
         params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=device.type in ("cpu", "cuda"))
     spe = s.max_steps_per_epoch
@@ -123,7 +149,7 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
             aux_loss = torch.zeros((), device=device)
             if head is not None:
                 x = feats["x"].float()
-                pred = head(x.mean((2, 3)) if x.dim() == 4 else x)
+                pred = head(x) if kind == "saux" else head(x.mean((2, 3)) if x.dim() == 4 else x)
                 y = torch.stack(batch["shape"]).to(device)[:, parts] / sc
                 aux_loss = F.mse_loss(pred, y)
                 loss = loss + weight * aux_loss
