@@ -31,7 +31,8 @@ At the quick profile's 128 x 56 (2-core CPU, seeds 0 / 1, 2026-12-05): DenseNet-
 160 steps, 0.815 / 0.901 (base) against 0.846 / 0.871, 250 steps 0.887 / 0.877 against 0.915 / 0.954. ``saux`` on
 ResNet-50 at 160 steps: 0.848 / 0.855 (both:1), 0.834 / 0.893 (both:0.3); its head still predicts the mean (aux
 loss ~1.07): not better than pooling. (A plain linear layer on the flattened 16k-wide map, tried first, diverged:
-aux loss 1.1-1.7, implant AUROC down to 0.80.)
+aux loss 1.1-1.7, implant AUROC down to 0.80.) SqueezeNet at 128 x 56, 720 steps (60 epochs, its budget's
+worth): 0.588 / 0.611 base, 0.753 / 0.607 both:1, 0.568 / 0.572 both:0.3: still not for SqueezeNet.
 
 Each run anneals to 0 at its own step count (``--steps``: separate runs, as the quick profile's budget anneals at
 its end); ``--evals`` adds validation points inside the longest run's schedule (not annealed there). Validation
