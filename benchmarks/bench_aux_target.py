@@ -99,7 +99,7 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
     feats = {}
     fc = model.get_submodule(model.default_cfg["classifier"][0])
     hook = fc.register_forward_hook(lambda m, inp, out: feats.__setitem__("x", inp[0]))
-    if kind == "saux":  # the spatial map before pooling (Grad-CAM's layer), flattened: where the spine is matters
+    if kind == "saux":  # the map before pooling (Grad-CAM's layer): where the spine is matters
         from spinebench.gradcam import target_layer
 
         layer, rectify = target_layer(model)
@@ -108,24 +108,25 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
             lambda m, inp, out: feats.__setitem__("x", F.relu(out) if rectify else out))
     head = None
     params = [p for p in model.parameters() if p.requires_grad]
-    if kind in ("aux", "saux"):
+    if kind == "aux":
         g = torch.Generator().manual_seed(seed + 12345)  # the model's init draws stay those of the base arm
         width = fc.in_features if isinstance(fc, torch.nn.Linear) else fc.in_channels
         head = torch.nn.Linear(width, parts.stop - parts.start).to(device)
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width) * 0.1)
             head.bias.zero_()
-        if kind == "saux":  # cobb_regress's head: 1x1 reduce to 32 + BN + ReLU, flatten, MLP 256, last layer zero
-            with torch.no_grad():
-                model.eval()(torch.zeros(1, 1, *s.image_size, device=device))
-            c, h, w = feats["x"].shape[1:]
+    elif kind == "saux":  # cobb_regress's head: 1x1 reduce to 32 + BN + ReLU, flatten, MLP 256, last layer zero
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, *s.image_size, device=device))
+        c, h, w = feats["x"].shape[1:]
+        with torch.random.fork_rng(devices=[]):  # the training draws stay those of the base arm
             torch.manual_seed(seed + 12345)
             head = torch.nn.Sequential(torch.nn.Conv2d(c, 32, 1, bias=False), torch.nn.BatchNorm2d(32),
                                        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * h * w, 256),
                                        torch.nn.ReLU(), torch.nn.Linear(256, parts.stop - parts.start)).to(device)
-            torch.nn.init.zeros_(head[-1].weight)
-            torch.nn.init.zeros_(head[-1].bias)
-            seed_everything(seed)  # the model's training draws stay those of the base arm
+        torch.nn.init.zeros_(head[-1].weight)
+        torch.nn.init.zeros_(head[-1].bias)
+    if head is not None:
         params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=device.type in ("cpu", "cuda"))
     spe = s.max_steps_per_epoch
