@@ -15,8 +15,9 @@ engine uses it, the task's own weighted BCE, transform and fp32 validation), fro
   library's ``TrainSettings.aux_shape_weight`` trains). Each part is divided by its training-split standard
   deviation, so weight 1 means a unit-variance regression. The head is train-time only: the model scored is the
   registered one, 2 outputs.
-- ``saux``: the same targets from the map BEFORE pooling (Grad-CAM's layer), through the Cobb regressor's head
-  (1x1 reduce to 32 + BN + ReLU, flattened, MLP 256, last layer zero): where the spine is, which pooling discards.
+- ``saux``: the library's spatial head (``SpineShapeHead(spatial=True)``, ``TrainSettings.aux_shape_head``): the
+  whole shape from the map BEFORE pooling (Grad-CAM's layer), through the Cobb regressor's head (1x1 reduce to 32
+  + BN + ReLU, flattened, MLP 256, last layer zero): where the spine is, which pooling discards.
 
 Results (``results/aux_target_cuda.csv``: H200, bf16, 3-5 seeds; ``results/aux_target_cpu.csv``: 2-core CPU,
 seed 0), ResNet-50, mean validation scoliosis AUROC at the end of a schedule of N steps: 120 steps base 0.854,
@@ -62,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spinebench import SCOLIOSIS_COBB_DEG  # noqa: E402
 from spinebench.data.transforms import ClassifierTransform  # noqa: E402
-from spinebench.tasks.classification import spine_shape_scale  # noqa: E402
+from spinebench.tasks.classification import SpineShapeHead, spine_shape_scale  # noqa: E402
 
 log = logging.getLogger("bench_aux_target")
 
@@ -99,13 +100,6 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
     feats = {}
     fc = model.get_submodule(model.default_cfg["classifier"][0])
     hook = fc.register_forward_hook(lambda m, inp, out: feats.__setitem__("x", inp[0]))
-    if kind == "saux":  # the map before pooling (Grad-CAM's layer): where the spine is matters
-        from spinebench.gradcam import target_layer
-
-        layer, rectify = target_layer(model)
-        hook.remove()
-        hook = layer.register_forward_hook(
-            lambda m, inp, out: feats.__setitem__("x", F.relu(out) if rectify else out))
     head = None
     params = [p for p in model.parameters() if p.requires_grad]
     if kind == "aux":
@@ -115,17 +109,10 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width) * 0.1)
             head.bias.zero_()
-    elif kind == "saux":  # cobb_regress's head: 1x1 reduce to 32 + BN + ReLU, flatten, MLP 256, last layer zero
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 1, *s.image_size, device=device))
-        c, h, w = feats["x"].shape[1:]
-        with torch.random.fork_rng(devices=[]):  # the training draws stay those of the base arm
-            torch.manual_seed(seed + 12345)
-            head = torch.nn.Sequential(torch.nn.Conv2d(c, 32, 1, bias=False), torch.nn.BatchNorm2d(32),
-                                       torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * h * w, 256),
-                                       torch.nn.ReLU(), torch.nn.Linear(256, parts.stop - parts.start)).to(device)
-        torch.nn.init.zeros_(head[-1].weight)
-        torch.nn.init.zeros_(head[-1].bias)
+    elif kind == "saux":  # the library's spatial head (the map before pooling; all 34 targets)
+        if target != "both":
+            raise SystemExit("saux trains the whole shape: use saux:both:<weight>")
+        head = SpineShapeHead(model, scale, seed + 12345, spatial=True, input_size=tuple(s.image_size)).to(device)
     if head is not None:
         params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=device.type in ("cpu", "cuda"))
@@ -150,10 +137,12 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
             loss, _ = task.loss(model, batch, data, device, s)
             aux_loss = torch.zeros((), device=device)
             if head is not None:
-                x = feats["x"].float()
-                pred = head(x) if kind == "saux" else head(x.mean((2, 3)) if x.dim() == 4 else x)
-                y = torch.stack(batch["shape"]).to(device)[:, parts] / sc
-                aux_loss = F.mse_loss(pred, y)
+                if kind == "saux":
+                    aux_loss = head.loss(torch.stack(batch["shape"]))
+                else:
+                    x = feats["x"].float()
+                    pred = head(x.mean((2, 3)) if x.dim() == 4 else x)
+                    aux_loss = F.mse_loss(pred, torch.stack(batch["shape"]).to(device)[:, parts] / sc)
                 loss = loss + weight * aux_loss
             optimizer_step(model, loss, params, opt, sched, epoch, k)
             if device.type == "cuda":
@@ -178,6 +167,8 @@ def run_arm(model_name: str, arm: str, seed: int, steps: int, evals: list[int], 
             t0 = time.perf_counter()
         epoch += 1
     hook.remove()
+    if kind == "saux":
+        head.close()
     return rows
 
 

@@ -151,8 +151,9 @@ def test_a_model_trained_with_the_shape_loss_is_the_registered_model(synth_sets,
 
 def test_the_profiles_use_the_shape_loss_where_it_was_measured_to_pay_and_an_override_wins():
     """paper: on for ResNet-50, DenseNet-121 and Inception-v3 (measured on an H200), off for SqueezeNet (it lost
-    scoliosis AUROC); quick: on for DenseNet-121 and Inception-v3, whose ~140-200 steps reach it, off for ResNet-50
-    (no gain at its step count) and SqueezeNet; ``--aux-shape-weight 0`` turns it off again."""
+    scoliosis AUROC with the pooled head); quick: on for DenseNet-121 and Inception-v3, whose ~140-200 steps reach
+    it, and SqueezeNet with the spatial head; off for ResNet-50 (no gain at its step count);
+    ``--aux-shape-weight 0`` turns it off again."""
     from spinebench.engine.profiles import get_profile
     from spinebench.engine.runner import RunContext
 
@@ -160,10 +161,55 @@ def test_the_profiles_use_the_shape_loss_where_it_was_measured_to_pay_and_an_ove
     models = ("cls_resnet50", "cls_densenet121", "cls_inception_v3", "cls_squeezenet1_1")
     on = {m for m in models if paper.settings_for(m, 100).aux_shape_weight > 0}
     assert on == {"cls_resnet50", "cls_densenet121", "cls_inception_v3"}
-    assert {m for m in models if quick.settings_for(m, 100).aux_shape_weight > 0} == {"cls_densenet121",
-                                                                                      "cls_inception_v3"}
+    assert {m for m in models if quick.settings_for(m, 100).aux_shape_weight > 0} == {
+        "cls_densenet121", "cls_inception_v3", "cls_squeezenet1_1"}
+    # SqueezeNet learns the shape only from the map before pooling
+    assert {m for m in models if quick.settings_for(m, 100).aux_shape_head == "spatial"} == {"cls_squeezenet1_1"}
     # a per-model setting leaves the profile's others alone
     assert quick.settings_for("cls_densenet121", 100).time_budget_s == quick.classifier.time_budget_s
     ctx = RunContext.__new__(RunContext)
     ctx.profile, ctx.image_size, ctx.overrides = paper, None, {"aux_shape_weight": 0.0}
     assert ctx.settings("cls_resnet50", 100).aux_shape_weight == 0
+
+
+@pytest.mark.parametrize("name, size", [("cls_squeezenet1_1", (96, 40)), ("cls_densenet121", (96, 40)),
+                                        ("cls_inception_v3", (96, 80))])
+def test_the_spatial_head_reads_the_map_before_pooling_and_leaves_the_model_as_registered(name, size):
+    """The spatial head hooks Grad-CAM's layer, sizes itself from the training input, starts at the mean shape
+    (zero output), learns, and after close() the model has no hook, its training mode and its own keys."""
+    torch.manual_seed(0)
+    model = create_model(name, pretrained="none").train()
+    keys = set(model.state_dict())
+    rng = torch.get_rng_state()
+    head = SpineShapeHead(model, torch.ones(SPINE_SHAPE_LEN), seed=3, spatial=True, input_size=size)
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's own draws are untouched
+    assert model.training  # the probe forward restored the mode
+    x, y = torch.rand(4, 1, *size), torch.randn(4, SPINE_SHAPE_LEN)
+    model(x)
+    first = head.loss(y)
+    assert torch.isclose(first, (y ** 2).mean())  # zero last layer: the first step predicts the mean (0)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        model(x)
+        loss = head.loss(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    head.close()
+    from spinebench.gradcam import target_layer
+
+    assert not target_layer(model)[0]._forward_hooks
+    assert set(model.state_dict()) == keys
+
+
+def test_an_unknown_shape_head_is_refused(synth_sets):
+    from spinebench.errors import SpinebenchError
+
+    train, _ = synth_sets
+    model = create_model("cls_squeezenet1_1", pretrained="none")
+    with pytest.raises(SpinebenchError, match="aux_shape_head"):
+        get_task(model).train_data(model, train, TrainSettings(image_size=(96, 40), aux_shape_weight=1.0,
+                                                               aux_shape_head="conv"), torch.device("cpu"), seed=0)

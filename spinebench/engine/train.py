@@ -53,6 +53,8 @@ class TrainSettings:
     aux_weight: float = 0.4                    # Inception-v3 auxiliary logits, as torchvision's reference
     aux_shape_weight: float = 0.0              # classifiers: weight of the train-time spine-shape loss (vertebra
                                                # centres and tilts from the landmarks; tasks.classification); 0 = off
+    aux_shape_head: str = "pooled"             # its head: "pooled" (linear on the pooled features) or "spatial"
+                                               # (on the map before pooling; tasks.classification.SpineShapeHead)
     num_workers: int = 0
     val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
     checkpoint_every_s: float = 0.0            # write the checkpoint when this long has passed since the last one
