@@ -33,7 +33,8 @@ At the quick profile's 128 x 56 (2-core CPU, seeds 0 / 1, 2026-12-05): DenseNet-
 ResNet-50 at 160 steps: 0.848 / 0.855 (both:1), 0.834 / 0.893 (both:0.3); its head still predicts the mean (aux
 loss ~1.07): not better than pooling. (A plain linear layer on the flattened 16k-wide map, tried first, diverged:
 aux loss 1.1-1.7, implant AUROC down to 0.80.) SqueezeNet at 128 x 56, 720 steps (60 epochs, its budget's
-worth): 0.588 / 0.611 base, 0.753 / 0.607 both:1, 0.568 / 0.572 both:0.3: still not for SqueezeNet.
+worth): 0.588 / 0.611 base, 0.753 / 0.607 both:1, 0.568 / 0.572 both:0.3, but **0.998 / 0.990 saux:both:1**
+(implant 0.978 / 0.990; its aux loss falls to 0.12): the quick profile's SqueezeNet recipe since a1cf1c2.
 
 Each run anneals to 0 at its own step count (``--steps``: separate runs, as the quick profile's budget anneals at
 its end); ``--evals`` adds validation points inside the longest run's schedule (not annealed there). Validation
