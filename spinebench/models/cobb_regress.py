@@ -55,6 +55,21 @@ def endplate_angles(pts: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.atan2(top[..., 1], top[..., 0]), torch.atan2(bottom[..., 1], bottom[..., 0])], -1)
 
 
+def flat_regression_head(channels: int, map_hw: tuple[int, int], outputs: int, reduce_channels: int = 32,
+                         hidden: int = 256) -> tuple[nn.Sequential, nn.Sequential]:
+    """(reduce, head) for regressing ``outputs`` numbers from a (channels, *map_hw) feature map: a 1x1 conv to
+    ``reduce_channels`` + BN + ReLU, then (after flattening, which keeps where things are) an MLP of ``hidden``
+    whose last layer starts at zero, so the first steps predict the regression's offset (a prior, the mean).
+    Also the classifiers' spatial spine-shape head (``tasks.classification.SpineShapeHead``)."""
+    reduce = nn.Sequential(nn.Conv2d(channels, reduce_channels, 1, bias=False), nn.BatchNorm2d(reduce_channels),
+                           nn.ReLU(inplace=True))
+    head = nn.Sequential(nn.Linear(reduce_channels * map_hw[0] * map_hw[1], hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, outputs))
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return reduce, head
+
+
 class CornerRegressionNet(LandmarkModel):
     """A timm backbone whose stride-32 map, reduced and flattened, regresses 68 corners (see the module docstring)."""
 
@@ -67,12 +82,8 @@ class CornerRegressionNet(LandmarkModel):
         self.backbone, self.pretrained_loaded = create_timm_model(
             backbone, model_name, pretrained, features_only=True, in_chans=1, out_indices=(4,))
         c = self.backbone.feature_info.channels()[-1]
-        self.reduce = nn.Sequential(nn.Conv2d(c, reduce_channels, 1, bias=False), nn.BatchNorm2d(reduce_channels),
-                                    nn.ReLU(inplace=True))
-        self.head = nn.Sequential(nn.Linear(reduce_channels * (h // _STRIDE) * (w // _STRIDE), hidden),
-                                  nn.ReLU(inplace=True), nn.Linear(hidden, 2 * N_LANDMARKS))
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        self.reduce, self.head = flat_regression_head(c, (h // _STRIDE, w // _STRIDE), 2 * N_LANDMARKS,
+                                                      reduce_channels, hidden)
         self.register_buffer("prior", _straight_spine())          # (68, 2) image fractions, saved with the weights
         self.register_buffer("size_xy", torch.tensor([float(w), float(h)]))
 

@@ -71,13 +71,12 @@ class SpineShapeHead(nn.Module):
 
             layer, self.rectify = target_layer(model)
             c, h, w = self._map_shape(model, layer, input_size or tuple(model.default_cfg["input_size"]))
+            from spinebench.models.cobb_regress import flat_regression_head
+
             with torch.random.fork_rng(devices=[]):  # its own draws: the run's RNG stays as without it
                 torch.manual_seed(seed)
-                self.head = nn.Sequential(nn.Conv2d(c, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-                                          nn.Flatten(), nn.Linear(32 * h * w, 256), nn.ReLU(inplace=True),
-                                          nn.Linear(256, SPINE_SHAPE_LEN))
-            nn.init.zeros_(self.head[-1].weight)  # the first steps predict the mean shape, as cobb_regress
-            nn.init.zeros_(self.head[-1].bias)
+                reduce, head = flat_regression_head(c, (h, w), SPINE_SHAPE_LEN)  # starts at the mean shape
+            self.head = nn.Sequential(reduce, nn.Flatten(), head)
         else:
             layer = model.get_submodule(model.default_cfg["classifier"][0])
             width = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels  # SqueezeNet: 1x1 conv
