@@ -105,6 +105,7 @@ def cmd_run_all(args) -> int:
     overrides = {k: v for k, v in (("lr", getattr(args, "lr", None)), ("batch_size", getattr(args, "batch_size", None)),
                                    ("time_budget_s", getattr(args, "time_budget", None)),
                                    ("aux_shape_weight", getattr(args, "aux_shape_weight", None)),
+                                   ("aux_implant_weight", getattr(args, "aux_implant_weight", None)),
                                    ("image_size", tuple(args.input_size) if getattr(args, "input_size", None) else None))
                  if v is not None}
     run_dir = run_all(data=args.data, profile=args.profile, models=args.models, seeds=args.seeds, device=args.device,
@@ -197,7 +198,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-shape-weight", type=float, metavar="W",
                    help="classifiers: also regress the spine's shape (vertebra centres and tilts from the "
                         "landmarks) with this weight while training (1 pays from ~240 steps; default: the "
-                        "profile's: off in quick, 1 for ResNet-50, DenseNet-121 and Inception-v3 in paper; 0 = off)")
+                        "profile's: 1 for DenseNet-121, Inception-v3 and SqueezeNet in quick, for ResNet-50, "
+                        "DenseNet-121 and Inception-v3 in paper; 0 = off)")
+    p.add_argument("--aux-implant-weight", type=float, metavar="W",
+                   help="classifiers: also learn where the implant boxes are, per cell of the map before pooling, "
+                        "with this weight while training (default: the profile's; 0 = off)")
     p.add_argument("--out", default="runs", help="folder for run folders (default runs/)")
     p.add_argument("--results", default="results", help="folder of leaderboard.csv (default results/)")
     p.add_argument("--weights", default="weights", help="folder for trained weights (default weights/)")

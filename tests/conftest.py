@@ -107,3 +107,33 @@ def make_tiny_folder(root: Path, n: int = 30) -> Path:
 def tiny_data(tmp_path_factory) -> str:
     """A folder data spec of 30 tiny labelled films (15 patients): enough for a patient split and one epoch."""
     return f"folder={make_tiny_folder(tmp_path_factory.mktemp('tiny'))}"
+
+
+def fit_head(model, head, x, y, steps: int) -> list[float]:
+    """``steps`` AdamW steps of ``model`` and a train-time head (``tasks.classification``) on one batch: the
+    head's losses, for tests that a head learns."""
+    import torch
+
+    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        model(x)
+        loss = head.loss(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().item())
+    return losses
+
+
+@pytest.fixture(scope="session")
+def synth_sets(tmp_path_factory):
+    """(train, val): 12 real films of the synthetic generator (12 patients, some with hardware) in 8 and 4."""
+    from spinebench.data import synth
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.data.sources import load_records
+
+    root = tmp_path_factory.mktemp("synth")
+    synth.generate(root, n=12, seed=2, workers=1, progress=False, scale=0.3)
+    full = SpineDataset(load_records([f"synth={root}"]), max_side=160)
+    return full.subset(range(0, 8)), full.subset(range(8, 12))

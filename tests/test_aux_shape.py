@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import fit_head
 from scipy import ndimage
 
 from spinebench.data.dataset import SpineDataset
@@ -66,18 +67,6 @@ def test_shape_targets_move_with_the_pixels_through_resize_mirror_and_turn():
     assert tilts == {True, False}  # both mirrored and unmirrored draws were seen
 
 
-@pytest.fixture(scope="module")
-def synth_sets(tmp_path_factory):
-    from spinebench.data import synth
-    from spinebench.data.sources import load_records
-
-    root = tmp_path_factory.mktemp("synth")
-    synth.generate(root, n=12, seed=2, workers=1, progress=False, scale=0.3)
-    recs = load_records([f"synth={root}"])
-    full = SpineDataset(recs, max_side=160)
-    return full.subset(range(0, 8)), full.subset(range(8, 12))
-
-
 def test_shape_loss_is_finite_and_decreases_on_a_real_batch(synth_sets):
     train, _ = synth_sets
     torch.manual_seed(0)
@@ -85,7 +74,7 @@ def test_shape_loss_is_finite_and_decreases_on_a_real_batch(synth_sets):
     task = get_task(model)
     settings = TrainSettings(batch_size=8, lr=1e-3, image_size=(96, 40), aux_shape_weight=1.0)
     data = task.train_data(model, train, settings, torch.device("cpu"), seed=0)
-    assert isinstance(data.aux, SpineShapeHead)
+    assert isinstance(data.aux["shape"], SpineShapeHead)
     batch = next(iter(data.batches(0)))
     params = [p for p in model.parameters()] + data.parameters()
     opt = torch.optim.AdamW(params, lr=1e-3)
@@ -98,7 +87,7 @@ def test_shape_loss_is_finite_and_decreases_on_a_real_batch(synth_sets):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert data.aux.head.weight.grad is not None
+    assert data.aux["shape"].head.weight.grad is not None
     assert min(shapes[-3:]) < 0.7 * shapes[0], shapes
     data.close()
     assert not model.get_submodule("net.fc")._forward_hooks
@@ -188,15 +177,7 @@ def test_the_spatial_head_reads_the_map_before_pooling_and_leaves_the_model_as_r
     model(x)
     first = head.loss(y)
     assert torch.isclose(first, (y ** 2).mean())  # zero last layer: the first step predicts the mean (0)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        model(x)
-        loss = head.loss(y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach().item())
+    losses = fit_head(model, head, x, y, 20)
     assert losses[-1] < 0.7 * losses[0], losses
     head.close()
     from spinebench.gradcam import target_layer

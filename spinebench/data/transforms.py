@@ -68,6 +68,31 @@ def affine_theta(angle: float, scale: float, shift: tuple[float, float], size: t
     return grid_theta(affine_inverse(angle, scale, shift, size), h, w).float()
 
 
+def implant_mask(item: dict, size: tuple[int, int]) -> torch.Tensor:
+    """(1, *size) float32: 1 inside the item's implant (``Lum``) boxes, scaled from the item's image to ``size``,
+    else 0; all NaN (unknown) for a film labelled implant without an implant box (image-level labels only), so a
+    loss leaves it out instead of learning "no hardware here".
+
+    Why: the classifiers' train-time implant map (``TrainSettings.aux_implant_weight``). The implants a quick
+    classifier misses are the small ones (a single screw or cage, under a tenth of the film's height), and one bit
+    per film does not say where to look; the boxes the detectors train on do.
+    """
+    h, w = (int(v) for v in size)
+    ih, iw = item["image"].shape[-2:]
+    boxes = item["boxes"][item["box_labels"] == 1].double() * torch.tensor([w / iw, h / ih] * 2, dtype=torch.float64)
+    if not len(boxes) and float(item["labels"][0]) > 0.5:
+        return torch.full((1, h, w), math.nan)
+    ys = torch.arange(h, dtype=torch.float64)[:, None] + 0.5   # pixel centres
+    xs = torch.arange(w, dtype=torch.float64)[None, :] + 0.5
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes.tolist():
+        # a box thinner than a pixel still marks the pixel it lies in
+        x0, x1 = min(x0, math.floor(x0) + 0.5), max(x1, math.floor(x1) + 0.5)
+        y0, y1 = min(y0, math.floor(y0) + 0.5), max(y1, math.floor(y1) + 0.5)
+        mask |= (ys >= y0) & (ys <= y1) & (xs >= x0) & (xs <= x1)
+    return mask.float()[None]
+
+
 #: length of :func:`spine_shape`: 17 vertebra centres' x, then 17 vertebra tilts
 SPINE_SHAPE_LEN = 34
 
@@ -90,7 +115,8 @@ class ClassifierTransform:
     """Resize to the model's input size; in training also flip, small affine and mild intensity jitter.
 
     ``shape_targets``: also return ``item["shape"]`` = :func:`spine_shape` of the landmarks moved with the pixels
-    (resize, mirror, affine); the random draws, and so the pixels, are the same either way.
+    (resize, mirror, affine); ``implant_map``: also return ``item["implant_map"]`` = :func:`implant_mask` at the
+    input size, moved with the pixels the same way. The random draws, and so the pixels, are the same either way.
 
     Why this mild: a scoliosis call reads vertebral tilt, and strong exposure changes and noise blur the few pixels
     it lives in at a classifier's input. ResNet-50 at 96 x 40, 360 steps, validation (one seed, 2-core CPU):
@@ -99,11 +125,11 @@ class ClassifierTransform:
     """
 
     def __init__(self, size: tuple[int, int], train: bool, rot_deg: float = 3.0, intensity: float = 0.3,
-                 shape_targets: bool = False):
+                 shape_targets: bool = False, implant_map: bool = False):
         self.size = (int(size[0]), int(size[1]))
         self.train = train
         self.rot_deg, self.intensity = rot_deg, intensity
-        self.shape_targets = shape_targets
+        self.shape_targets, self.implant_map = shape_targets, implant_map
 
     def __call__(self, item: dict, rng: np.random.Generator) -> dict:
         h, w = self.size
@@ -111,6 +137,11 @@ class ClassifierTransform:
         img = resize(item["image"], self.size)
         pts = item["landmarks"].double() * torch.tensor([w / iw, h / ih], dtype=torch.float64) \
             if self.shape_targets else None
+        # the implant mask rides along as a second channel, so every move below is the pixels' own
+        mask = implant_mask(item, self.size) if self.implant_map else None
+        known = mask is not None and bool(torch.isfinite(mask).all())
+        if known:
+            img = torch.cat([img, mask])
         if self.train:
             if rng.random() < 0.5:
                 img = img.flip(-1)
@@ -122,13 +153,19 @@ class ClassifierTransform:
             inverse = affine_inverse(ang, s, (tx, ty), self.size)
             grid = F.affine_grid(grid_theta(inverse, h, w).float()[None], [1, 1, *self.size], align_corners=False)
             img = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            if known:
+                img, mask = img[:1], img[1:]
             img = intensity_jitter(img, rng, self.intensity)
             if pts is not None:
                 pts = (torch.cat([pts, torch.ones_like(pts[:, :1])], 1) @ torch.linalg.inv(inverse).T)[:, :2]
+        elif known:
+            img, mask = img[:1], img[1:]
         item = dict(item)
         item["image"] = img.contiguous()
         if pts is not None:
             item["shape"] = spine_shape(pts, w)
+        if mask is not None:
+            item["implant_map"] = mask[0].contiguous()
         return item
 
 

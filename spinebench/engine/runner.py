@@ -358,9 +358,11 @@ def _check_overrides(overrides: dict | None) -> dict:
     budget = (overrides or {}).get("time_budget_s")
     if budget is not None and not budget > 0:
         raise SpinebenchError(f"--time-budget must be a positive number of seconds (got {budget})")
-    weight = (overrides or {}).get("aux_shape_weight")
-    if weight is not None and not weight >= 0:
-        raise SpinebenchError(f"--aux-shape-weight must be 0 (off) or positive (got {weight})")
+    for key in ("aux_shape_weight", "aux_implant_weight"):
+        weight = (overrides or {}).get(key)
+        if weight is not None and not weight >= 0:
+            flag = "--" + key.replace("_", "-")
+            raise SpinebenchError(f"{flag} must be 0 (off) or positive (got {weight})")
     return dict(overrides or {})
 
 

@@ -55,6 +55,8 @@ class TrainSettings:
                                                # centres and tilts from the landmarks; tasks.classification); 0 = off
     aux_shape_head: str = "pooled"             # its head: "pooled" (linear on the pooled features) or "spatial"
                                                # (on the map before pooling; tasks.classification.SpineShapeHead)
+    aux_implant_weight: float = 0.0            # classifiers: weight of the train-time implant-map loss (where the
+                                               # implant boxes are, per cell of the map; ImplantMapHead); 0 = off
     num_workers: int = 0
     val_every: int = 1                         # validate every N epochs; 0 = only after the last epoch (quick CPU)
     checkpoint_every_s: float = 0.0            # write the checkpoint when this long has passed since the last one

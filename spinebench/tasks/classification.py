@@ -43,57 +43,30 @@ def spine_shape_scale(ds, size: tuple[int, int], n: int = 256) -> torch.Tensor |
     return torch.cat([t[:, :half].std().repeat(half), t[:, half:].std().repeat(half)]).clamp_min(1e-6)
 
 
-class SpineShapeHead(nn.Module):
-    """Train-time only: a head on the classifier's features that regresses the spine's shape
-    (:func:`spinebench.data.transforms.spine_shape`, divided by ``scale``) from the same forward pass.
+class _FeatureHead(nn.Module):
+    """A train-time head on a classifier's features from the model's own forward pass (a forward hook keeps them:
+    no second pass). ``close()`` removes the hook, so the model keeps its registered outputs and state-dict keys.
 
-    Why: one scoliosis bit per film is a thin signal; the 34 numbers of where and how far each vertebra sits and
-    tilts give the backbone a dense one. ResNet-50 from random init, quick recipe, weight 1, validation scoliosis
-    AUROC (5 seeds, ``benchmarks/bench_aux_target.py``): 0.960 vs 0.884 after 360 steps, 0.916 vs 0.885 after 240,
-    none before (0.81 vs 0.85 after 120, while the head still predicts the mean). A forward hook keeps the features
-    the model's own forward computes; :meth:`close` removes it, so the model keeps its registered 2 outputs and
-    state-dict keys.
+    ``spatial``: the map before pooling (Grad-CAM's layer, :func:`spinebench.gradcam.target_layer`); else the
+    pooled features the classifier layer reads."""
 
-    ``spatial=False``: a linear layer on the pooled features (the classifier layer's input). ``spatial=True``: the
-    map before pooling (Grad-CAM's layer, :func:`spinebench.gradcam.target_layer`) through the Cobb regressor's head
-    (1x1 conv to 32 + BN + ReLU, flattened, MLP 256, last layer zero; ``models.cobb_regress``): pooling discards
-    where the spine is. SqueezeNet learns the shape only so: validation scoliosis AUROC 0.998 / 0.990 after 720
-    steps against 0.59 / 0.61 without the loss and 0.75 / 0.61 with the pooled head (2 seeds, 128 x 56). The
-    spatial head needs ``input_size`` (H, W): its flattened width follows the map's.
-    """
-
-    def __init__(self, model: nn.Module, scale: torch.Tensor, seed: int = 0, spatial: bool = False,
-                 input_size: tuple[int, int] | None = None):
+    def __init__(self, model: nn.Module, spatial: bool):
         super().__init__()
         self.spatial, self.rectify = spatial, False
         if spatial:
             from spinebench.gradcam import target_layer
 
             layer, self.rectify = target_layer(model)
-            c, h, w = self._map_shape(model, layer, input_size or tuple(model.default_cfg["input_size"]))
-            from spinebench.models.cobb_regress import flat_regression_head
-
-            with torch.random.fork_rng(devices=[]):  # its own draws: the run's RNG stays as without it
-                torch.manual_seed(seed)
-                reduce, head = flat_regression_head(c, (h, w), SPINE_SHAPE_LEN)  # starts at the mean shape
-            self.head = nn.Sequential(reduce, nn.Flatten(), head)
         else:
             layer = model.get_submodule(model.default_cfg["classifier"][0])
-            width = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels  # SqueezeNet: 1x1 conv
-            self.head = nn.Linear(width, SPINE_SHAPE_LEN)
-            g = torch.Generator().manual_seed(seed)  # its own draws: the model's init and the run's RNG stay
-            with torch.no_grad():
-                self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.1 / math.sqrt(width))
-                self.head.bias.zero_()
-        self.register_buffer("scale", scale.float())
+        self.layer = [layer]  # in a list: not a submodule of the head (its weights are the model's)
         self._features: torch.Tensor | None = None
-        self._hook = layer.register_forward_hook(self._keep)
+        self._hook = self.layer[0].register_forward_hook(self._keep)
 
-    @staticmethod
-    def _map_shape(model: nn.Module, layer: nn.Module, size) -> tuple[int, int, int]:
-        """(C, H, W) of ``layer``'s output for one ``size`` input: one eval-mode forward, the mode restored."""
+    def map_shape(self, model: nn.Module, size) -> tuple[int, int, int]:
+        """(C, H, W) of the hooked layer's output for one ``size`` input: one eval-mode forward, the mode restored."""
         seen = {}
-        hook = layer.register_forward_hook(lambda m, i, out: seen.__setitem__("shape", tuple(out.shape[1:])))
+        hook = self.layer[0].register_forward_hook(lambda m, i, out: seen.__setitem__("shape", tuple(out.shape[1:])))
         was_training = model.training
         try:
             with torch.no_grad():
@@ -107,13 +80,62 @@ class SpineShapeHead(nn.Module):
         if module.training:
             self._features = (F.relu(output) if self.rectify else output) if self.spatial else inputs[0]
 
+    def features(self) -> torch.Tensor:
+        """The last training forward's features (fp32), handed over once."""
+        x, self._features = self._features, None
+        if x is None:
+            raise RuntimeError(f"{type(self).__name__}.loss called before a training forward pass of the model")
+        return x.float()
+
+    def close(self) -> None:
+        self._hook.remove()
+        self._features = None
+
+
+class SpineShapeHead(_FeatureHead):
+    """Train-time only: a head on the classifier's features that regresses the spine's shape
+    (:func:`spinebench.data.transforms.spine_shape`, divided by ``scale``) from the same forward pass.
+
+    Why: one scoliosis bit per film is a thin signal; the 34 numbers of where and how far each vertebra sits and
+    tilts give the backbone a dense one. ResNet-50 from random init, quick recipe, weight 1, validation scoliosis
+    AUROC (5 seeds, ``benchmarks/bench_aux_target.py``): 0.960 vs 0.884 after 360 steps, 0.916 vs 0.885 after 240,
+    none before (0.81 vs 0.85 after 120, while the head still predicts the mean).
+
+    ``spatial=False``: a linear layer on the pooled features (the classifier layer's input). ``spatial=True``: the
+    map before pooling through the Cobb regressor's head (1x1 conv to 32 + BN + ReLU, flattened, MLP 256, last
+    layer zero; ``models.cobb_regress``): pooling discards where the spine is. SqueezeNet learns the shape only so:
+    validation scoliosis AUROC 0.998 / 0.990 after 720 steps against 0.59 / 0.61 without the loss and 0.75 / 0.61
+    with the pooled head (2 seeds, 128 x 56). The spatial head needs ``input_size`` (H, W): its flattened width
+    follows the map's.
+    """
+
+    target = "shape"  # the batch key of its targets
+
+    def __init__(self, model: nn.Module, scale: torch.Tensor, seed: int = 0, spatial: bool = False,
+                 input_size: tuple[int, int] | None = None):
+        super().__init__(model, spatial)
+        if spatial:
+            c, h, w = self.map_shape(model, input_size or tuple(model.default_cfg["input_size"]))
+            from spinebench.models.cobb_regress import flat_regression_head
+
+            with torch.random.fork_rng(devices=[]):  # its own draws: the run's RNG stays as without it
+                torch.manual_seed(seed)
+                reduce, head = flat_regression_head(c, (h, w), SPINE_SHAPE_LEN)  # starts at the mean shape
+            self.head = nn.Sequential(reduce, nn.Flatten(), head)
+        else:
+            layer = self.layer[0]
+            width = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels  # SqueezeNet: 1x1 conv
+            self.head = nn.Linear(width, SPINE_SHAPE_LEN)
+            g = torch.Generator().manual_seed(seed)  # its own draws: the model's init and the run's RNG stay
+            with torch.no_grad():
+                self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * 0.1 / math.sqrt(width))
+                self.head.bias.zero_()
+        self.register_buffer("scale", scale.float())
+
     def loss(self, targets: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the last training forward's features against ``targets`` (B, 34); images
         without landmarks (NaN) are left out."""
-        x, self._features = self._features, None
-        if x is None:
-            raise RuntimeError("SpineShapeHead.loss called before a training forward pass of the model")
-        x = x.float()
+        x = self.features()
         pred = self.head(x) if self.spatial else self.head(x.mean((2, 3)) if x.dim() == 4 else x)
         y = targets.to(pred.device) / self.scale
         known = torch.isfinite(y).all(1)
@@ -121,9 +143,63 @@ class SpineShapeHead(nn.Module):
             return pred.sum() * 0.0
         return F.mse_loss(pred[known], y[known])
 
+
+class ImplantMapHead(_FeatureHead):
+    """Train-time only: where the hardware is, one logit per cell of the classifier's map before pooling
+    (Grad-CAM's layer), against "this cell holds part of an implant box"
+    (:func:`spinebench.data.transforms.implant_mask`, max-pooled to the map), binary cross-entropy.
+
+    Why: a quick classifier's missed implants are the small ones: on 600 unseen films, SqueezeNet's implant AUROC
+    was 0.66 for the 43 films whose hardware is under a tenth of the film's height and 0.98-1.00 for the rest.
+    The boxes the detectors train on say where to look; a 1x1 conv (starting at zero weight, a 5% prior) reads
+    the same map the classifier pools, so the map learns to light up on hardware. Quick profile, weight 1, the
+    unseen films, 2 seeds: implant AUROC SqueezeNet 0.928 / 0.956 against 0.908 / 0.913, DenseNet-121 0.941 /
+    0.941 against 0.930 / 0.914; not ResNet-50 or Inception-v3 (no gain; README). A stride-8/16 map instead
+    (ResNet layer3, DenseNet block 3, SqueezeNet fire 7, Inception Mixed_6e) did no better.
+    """
+
+    target = "implant_map"
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int] | None = None, prior: float = 0.05):
+        super().__init__(model, spatial=True)
+        c, _, _ = self.map_shape(model, input_size or tuple(model.default_cfg["input_size"]))
+        with torch.random.fork_rng(devices=[]):  # the conv's default init draws: the run's RNG stays as without it
+            self.head = nn.Conv2d(c, 1, 1)
+        with torch.no_grad():  # a fixed start (zero weight, the prior's bias), whatever the seed
+            self.head.weight.zero_()
+            self.head.bias.fill_(math.log(prior / (1 - prior)))
+
+    def loss(self, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the cells' logits against the (B, H, W) input-size masks, max-pooled to the
+        map; films whose boxes are unknown (NaN) are left out."""
+        logits = self.head(self.features())[:, 0]
+        masks = targets.to(logits.device).float()
+        known = torch.isfinite(masks).flatten(1).all(1)
+        if not known.any():
+            return logits.sum() * 0.0
+        y = (F.adaptive_max_pool2d(masks[known][:, None], logits.shape[-2:])[:, 0] >= 0.5).float()
+        return F.binary_cross_entropy_with_logits(logits[known], y)
+
+
+class AuxHeads(nn.ModuleDict):
+    """The train-time heads beside a classifier (``TrainData.aux``), each with its loss weight: the loss adds
+    ``weight x head.loss(batch[head.target])`` per head and logs each term under the head's key."""
+
+    def __init__(self, heads: dict[str, tuple[nn.Module, float]]):
+        super().__init__({k: h for k, (h, _) in heads.items()})
+        self.weights = {k: float(w) for k, (_, w) in heads.items()}
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        total, logs = 0.0, {}
+        for key, head in self.items():
+            term = head.loss(torch.stack(batch[head.target]))
+            total = total + self.weights[key] * term
+            logs[key] = float(term.detach())
+        return total, logs
+
     def close(self) -> None:
-        self._hook.remove()
-        self._features = None
+        for head in self.values():
+            head.close()
 
 
 class ClassificationTask(ImageLevelTask):
@@ -142,29 +218,38 @@ class ClassificationTask(ImageLevelTask):
             size = fit_min_input((image_size, image_size), need) if bump else (image_size, image_size)
         return replace(profile.classifier, image_size=size) if size else profile.classifier
 
-    def transform(self, model, image_size, train: bool, shape_targets: bool = False):
+    def transform(self, model, image_size, train: bool, shape_targets: bool = False, implant_map: bool = False):
         size = tuple(image_size) if image_size else tuple(model.default_cfg["input_size"])
-        return ClassifierTransform(size, train=train, shape_targets=shape_targets)
+        return ClassifierTransform(size, train=train, shape_targets=shape_targets, implant_map=implant_map)
 
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1, transform=None):
-        scale = None
+        name, size = model.default_cfg["name"], tuple(settings.image_size or model.default_cfg["input_size"])
+        if settings.aux_shape_head not in ("pooled", "spatial"):
+            raise SpinebenchError(f"aux_shape_head must be 'pooled' or 'spatial' (got {settings.aux_shape_head!r})")
+        scale, implant = None, settings.aux_implant_weight > 0
         if settings.aux_shape_weight > 0:
-            size = tuple(settings.image_size or model.default_cfg["input_size"])
             scale = spine_shape_scale(ds, size)
             if scale is None:
-                log.info("%s: no training image has landmarks; trained without the spine-shape loss",
-                         model.default_cfg["name"])
-            elif world > 1:  # the head sits outside DDP: its gradients would differ between processes
-                log.warning("%s: the spine-shape loss is not used under DDP", model.default_cfg["name"])
-                scale = None
-        if scale is not None:
-            transform = self.transform(model, settings.image_size, train=True, shape_targets=True)
+                log.info("%s: no training image has landmarks; trained without the spine-shape loss", name)
+        if implant and not any(r.get("boxes") for r in ds.records):
+            log.info("%s: no training image has implant boxes; trained without the implant-map loss", name)
+            implant = False
+        if world > 1 and (scale is not None or implant):  # the heads sit outside DDP: their gradients would differ
+            log.warning("%s: the train-time spine-shape and implant-map losses are not used under DDP", name)
+            scale, implant = None, False
+        if scale is not None or implant:
+            transform = self.transform(model, settings.image_size, train=True, shape_targets=scale is not None,
+                                       implant_map=implant)
         data = super().train_data(model, ds, settings, device, seed, rank, world, transform)
+        heads = {}
         if scale is not None:
-            if settings.aux_shape_head not in ("pooled", "spatial"):
-                raise SpinebenchError(f"aux_shape_head must be 'pooled' or 'spatial' (got {settings.aux_shape_head!r})")
             spatial = settings.aux_shape_head == "spatial"
-            data.aux = SpineShapeHead(model, scale, seed, spatial=spatial, input_size=size).to(device)
+            heads["shape"] = (SpineShapeHead(model, scale, seed, spatial=spatial, input_size=size),
+                              settings.aux_shape_weight)
+        if implant:
+            heads["implant"] = (ImplantMapHead(model, input_size=size), settings.aux_implant_weight)
+        if heads:
+            data.aux = AuxHeads(heads).to(device)
         data.pos_weight = pos_weight(ds).to(device)
         return data
 
@@ -181,9 +266,9 @@ class ClassificationTask(ImageLevelTask):
                 settings.aux_weight * F.binary_cross_entropy_with_logits(out[1].float(), y, pos_weight=pw)
         else:
             loss = F.binary_cross_entropy_with_logits(out.float(), y, pos_weight=pw)
-        if isinstance(data.aux, SpineShapeHead):
-            shape = data.aux.loss(torch.stack(batch["shape"]))
-            return loss + settings.aux_shape_weight * shape, {"shape": float(shape.detach())}
+        if isinstance(data.aux, AuxHeads):
+            extra, logs = data.aux.loss(batch)
+            return loss + extra, logs
         return loss, {}
 
     def _infer(self, model, batch, device):
