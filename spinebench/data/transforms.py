@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spinebench import LABEL_MAP
+
 
 def intensity_jitter(img: torch.Tensor, rng: np.random.Generator, strength: float = 1.0) -> torch.Tensor:
     """Exposure and noise changes; keeps the [0, 1] range."""
@@ -79,7 +81,8 @@ def implant_mask(item: dict, size: tuple[int, int]) -> torch.Tensor:
     """
     h, w = (int(v) for v in size)
     ih, iw = item["image"].shape[-2:]
-    boxes = item["boxes"][item["box_labels"] == 1].double() * torch.tensor([w / iw, h / ih] * 2, dtype=torch.float64)
+    lum = item["box_labels"] == LABEL_MAP["Lum"]
+    boxes = item["boxes"][lum].double() * torch.tensor([w / iw, h / ih] * 2, dtype=torch.float64)
     if not len(boxes) and float(item["labels"][0]) > 0.5:
         return torch.full((1, h, w), math.nan)
     ys = torch.arange(h, dtype=torch.float64)[:, None] + 0.5   # pixel centres

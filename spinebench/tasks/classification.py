@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinebench import LABEL_MAP
 from spinebench.data.transforms import SPINE_SHAPE_LEN, ClassifierTransform
 from spinebench.engine.device import autocast, channels_last
 from spinebench.errors import SpinebenchError
@@ -231,7 +232,7 @@ class ClassificationTask(ImageLevelTask):
             scale = spine_shape_scale(ds, size)
             if scale is None:
                 log.info("%s: no training image has landmarks; trained without the spine-shape loss", name)
-        if implant and not any(r.get("boxes") for r in ds.records):
+        if implant and not any(int(b[4]) == LABEL_MAP["Lum"] for r in ds.records for b in r.get("boxes") or []):
             log.info("%s: no training image has implant boxes; trained without the implant-map loss", name)
             implant = False
         if world > 1 and (scale is not None or implant):  # the heads sit outside DDP: their gradients would differ
