@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from spinebench import LABEL_MAP
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import assign_splits
@@ -27,7 +28,7 @@ TINY = Profile(
     name="tiny", cache_side=96,
     classifier=TrainSettings(epochs=1, batch_size=8, lr=1e-3, image_size=(64, 64)),
     detector=TrainSettings(epochs=1, batch_size=2, lr=1e-4, max_steps_per_epoch=2, val_every=0),
-    detector_kwargs={"min_size": 96, "max_size": 128},
+    detector_kwargs={"min_size": 96, "max_size": 128, "class_nms_thresh": {"Lum": 0.3}},
     classifier_sizes={"cls_inception_v3": (75, 75)},
     n_boot=20,
 )
@@ -67,6 +68,8 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
     assert set(manifest) == set(_six())
     model, entry = load_weights("cls_squeezenet1_1", tmp_path / "weights")
     assert len(entry["thresholds"]) >= 2 and entry["pretrained"] is False
+    det, _ = load_weights("det_faster_rcnn_inception_v2", tmp_path / "weights")  # built as trained, NMS included
+    assert det.class_nms_thresh == {LABEL_MAP["Lum"]: 0.3} and det.default_cfg["min_size"] == 96
     for sub in ("config.json", "split.csv", "leaderboard.csv"):
         assert (run_dir / sub).is_file()
     # a finished model's checkpoint is deleted once its weights are saved; the run says what it wrote

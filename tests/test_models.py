@@ -269,3 +269,57 @@ def test_inception_aux_head_is_torchvisions_from_299():
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x))
         assert ours(torch.rand(2, 768, 3, 3)).shape == (2, 2)  # Mixed_6e at 75 px, where torchvision's fails
+
+
+def test_class_nms_suppresses_overlaps_of_its_class_only():
+    """``class_nms``: a second NMS for the classes given (an implant construct is one ``Lum`` box); other classes keep
+    torchvision's looser threshold; the kept boxes come back sorted by score."""
+    from torchvision.ops import box_iou
+
+    from spinebench.models.detectors import class_nms
+
+    lum, sco = LABEL_MAP["Lum"], LABEL_MAP["sco"]
+    boxes = torch.tensor([[0.0, 0, 10, 40], [0, 20, 10, 60],      # two Lum boxes, IoU 1/3
+                          [50, 0, 60, 10],                          # a Lum box apart
+                          [20, 0, 40, 40], [20, 20, 40, 60]])       # two sco boxes, IoU 1/3
+    assert abs(float(box_iou(boxes[:1], boxes[1:2])) - 1 / 3) < 1e-6
+    det = dict(boxes=boxes, labels=torch.tensor([lum, lum, lum, sco, sco]),
+               scores=torch.tensor([0.6, 0.9, 0.3, 0.8, 0.7]))
+    [out] = class_nms([det], {lum: 0.3})
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.3])   # the 0.6 Lum box went
+    assert out["labels"].tolist() == [lum, sco, sco, lum]
+    assert out["boxes"][0].tolist() == [0, 20, 10, 60]
+    [loose] = class_nms([det], {lum: 0.5})
+    assert len(loose["scores"]) == 5 and loose["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
+
+
+def test_detector_applies_its_class_nms_thresholds():
+    """Built with ``class_nms_thresh={"Lum": 0.3}``, no two ``Lum`` boxes it outputs overlap by more than 0.3 (the
+    same weights without it do, at random init), it says so in ``default_cfg``, and unknown classes are refused."""
+    from torchvision.ops import box_iou
+
+    def max_lum_iou(model) -> float:
+        model.eval()
+        model.roi_heads.score_thresh = 0.0
+        with torch.no_grad():
+            [det] = model([torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(1))])
+        b = det["boxes"][det["labels"] == LABEL_MAP["Lum"]]
+        iou = box_iou(b, b).fill_diagonal_(0)
+        return float(iou.max()), len(b)
+
+    torch.manual_seed(0)
+    plain = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    for m in plain.modules():  # one training forward sets BatchNorm statistics (as in _check_detector)
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    plain.train()
+    plain(*_det_batch())
+    strict = create_model("det_faster_rcnn_inception_v2", class_nms_thresh={"Lum": 0.3}, **DET_KW)
+    strict.load_state_dict(plain.state_dict())
+    (iou_plain, n_plain), (iou_strict, n_strict) = max_lum_iou(plain), max_lum_iou(strict)
+    assert iou_plain > 0.3 and iou_strict <= 0.3 + 1e-6 and 0 < n_strict < n_plain
+    assert strict.default_cfg["class_nms_thresh"] == {"Lum": 0.3} and plain.default_cfg["class_nms_thresh"] == {}
+    for bad in ({"implant": 0.3}, {"Lum": 0.0}):
+        with pytest.raises(SpinebenchError, match="class_nms_thresh"):
+            create_model("det_faster_rcnn_inception_v2", class_nms_thresh=bad, **DET_KW)
