@@ -161,8 +161,8 @@ _pretrained: dict[str, tuple[dict, float]] = {}
 
 def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None,
               epochs: int | None = None) -> tuple[dict, float]:
-    """Train the classifier a recipe transfers from, on the training split only (quick classifier settings)."""
-    key = kind if kind != "body" else f"body:{detector}:e{epochs or QUICK.classifier.epochs}"
+    """Train the classifier a recipe transfers from, on the training split only, as run-all trains it."""
+    key = f"{kind}:run-all" if kind != "body" else f"body:{detector}:e{epochs or QUICK.classifier.epochs}"
     if key in _pretrained:
         return _pretrained[key]
     path = cache_dir / f"{key.replace(':', '_')}-s{seed}.pt" if cache_dir else None
@@ -172,8 +172,10 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
         return _pretrained[key]
     if kind == "cls_inception_v3":
         model = create_model("cls_inception_v3", pretrained="none")
-        settings = replace(QUICK.classifier, image_size=QUICK.classifier_sizes.get("cls_inception_v3",
-                                                                                   QUICK.classifier.image_size))
+        # as run-all trains it: the profile's per-model settings (its 75 s, the spine-shape loss) on top of the
+        # classifier's; before 2026-12-05 this was the plain 52 s recipe, and this script's Inception-v2 rows sat
+        # below run-all's detector (unseen Lum AP 0.09-0.16 against 0.33-0.36)
+        settings = QUICK.settings_for("cls_inception_v3", len(sets["train"]))
     elif kind == "body":
         arch = create_model(detector, pretrained="none", min_size=64, max_size=64).default_cfg["backbone"]
         model = body_classifier(arch.removeprefix("timm."))
