@@ -35,6 +35,15 @@ def _n_params(model: torch.nn.Module) -> float:
     return round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
 
 
+def _cumulative_batchnorm(model: torch.nn.Module) -> None:
+    """Random-init Inception activations grow ~1e9 through eval-mode BN until statistics are learned; reset and
+    switched to a cumulative average (momentum None), one training forward sets real statistics for eval."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+
+
 def _det_batch() -> tuple[list[torch.Tensor], list[dict]]:
     images = [torch.rand(1, 128, 96), torch.rand(1, 112, 96)]
     targets = [
@@ -135,12 +144,7 @@ def _check_detector(model):
     model.eval()
     feats = model.backbone(torch.rand(1, 1, 128, 96))
     assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 12), (8, 6), (4, 3)]
-    # random-init Inception activations grow ~1e9 through eval-mode BN until statistics are learned; a cumulative
-    # average (momentum None) makes the one training step below set real statistics for the eval check
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
+    _cumulative_batchnorm(model)  # the one training step below sets real statistics for the eval check
     model.train()
     losses = model(images, targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
@@ -309,10 +313,7 @@ def test_detector_applies_its_class_nms_thresholds():
 
     torch.manual_seed(0)
     plain = create_model("det_faster_rcnn_inception_v2", **DET_KW)
-    for m in plain.modules():  # one training forward sets BatchNorm statistics (as in _check_detector)
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
+    _cumulative_batchnorm(plain)  # one training forward sets BatchNorm statistics
     plain.train()
     plain(*_det_batch())
     strict = create_model("det_faster_rcnn_inception_v2", class_nms_thresh={"Lum": 0.3}, **DET_KW)

@@ -177,6 +177,10 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
                     fpn_norm: str | None = None, class_nms_thresh: dict[str, float] | None = None,
                     **frcnn_kwargs: Any) -> FindingDetector:
     entry = model_entry(name)
+    class_nms_thresh = dict(class_nms_thresh or {})  # checked before the backbone is built
+    if set(class_nms_thresh) - set(LABEL_MAP) or not all(0.0 < float(v) <= 1.0 for v in class_nms_thresh.values()):
+        raise SpinebenchError(f"class_nms_thresh maps class names ({', '.join(LABEL_MAP)}) to an IoU in (0, 1]; "
+                              f"got {class_nms_thresh}")
     body, loaded = create_timm_model(arch, name, pretrained, features_only=True, out_indices=out_indices,
                                      in_chans=1)
     channels = body.feature_info.channels()
@@ -205,11 +209,6 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         **defaults,
     )
     model.pretrained_loaded = loaded
-    class_nms_thresh = dict(class_nms_thresh or {})
-    unknown = sorted(set(class_nms_thresh) - set(LABEL_MAP))
-    if unknown or not all(0.0 < float(v) <= 1.0 for v in class_nms_thresh.values()):
-        raise SpinebenchError(f"class_nms_thresh maps class names ({', '.join(LABEL_MAP)}) to an IoU in (0, 1]; "
-                              f"got {class_nms_thresh}")
     model.class_nms_thresh = {LABEL_MAP[k]: float(v) for k, v in class_nms_thresh.items()}
     model.default_cfg = dict(
         name=name, task=entry.task, architecture="torchvision FasterRCNN + FPN", backbone=f"timm.{arch}",
