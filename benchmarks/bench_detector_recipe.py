@@ -79,6 +79,7 @@ class Recipe:
     freeze_body: bool = False
     rename: dict | None = None    # classifier -> body module names (a partial transfer, e.g. the stem only)
     pretrain_epochs: int | None = None  # "body" pre-training: epochs of the quick classifier settings (None: its own)
+    pretrain: dict = field(default_factory=dict)  # the pre-training's TrainSettings fields on top of run-all's
 
 
 def _planned(model: str) -> Recipe:
@@ -128,6 +129,8 @@ def _override(recipe: Recipe, items: list[str]) -> Recipe:
             settings = replace(settings, epochs=max(1, math.ceil(value / settings.max_steps_per_epoch)))
         elif key.startswith("kw."):
             kwargs[key[3:]] = value
+        elif key.startswith("pretrain."):
+            fields.setdefault("pretrain", dict(recipe.pretrain))[key[9:]] = value
         elif key in ("init", "freeze_bn", "trainable_from", "freeze_body", "model", "pretrain_epochs"):
             fields[key] = value
         else:
@@ -160,9 +163,12 @@ _pretrained: dict[str, tuple[dict, float]] = {}
 
 
 def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None,
-              epochs: int | None = None) -> tuple[dict, float]:
-    """Train the classifier a recipe transfers from, on the training split only, as run-all trains it."""
+              epochs: int | None = None, extra: dict | None = None) -> tuple[dict, float]:
+    """Train the classifier a recipe transfers from, on the training split only, as run-all trains it
+    (``extra``: TrainSettings fields on top of run-all's)."""
     key = f"{kind}:run-all" if kind != "body" else f"body:{detector}:e{epochs or QUICK.classifier.epochs}"
+    if extra:
+        key += ":" + ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
     if key in _pretrained:
         return _pretrained[key]
     path = cache_dir / f"{key.replace(':', '_')}-s{seed}.pt" if cache_dir else None
@@ -185,6 +191,7 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
                            time_budget_s=QUICK.model_settings.get(detector, {}).get("extra", {}).get("pretrain_s"))
     else:
         raise ValueError(f"unknown init {kind!r}")
+    settings = replace(settings, **(extra or {}))
     torch.manual_seed(seed)
     hist = train_model(model, sets["train"], sets["val"], settings=settings, device=device, seed=seed,
                        progress=False)
@@ -206,7 +213,8 @@ def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cac
     pretrain_s = 0.0
     state = None
     if recipe.init != "none":
-        state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir, recipe.pretrain_epochs)
+        state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir, recipe.pretrain_epochs,
+                                      recipe.pretrain)
     torch.manual_seed(det_seed)
     model = create_model(recipe.model, pretrained="none", **recipe.model_kwargs)
     if state is not None:
@@ -242,7 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override recipe fields for this run: TrainSettings fields (epochs=10 lr=2e-3), "
-                         "'steps' (total steps: sets epochs), trainable_from, or kw.<create_model kwarg>")
+                         "'steps' (total steps: sets epochs), trainable_from, kw.<create_model kwarg>, or "
+                         "pretrain.<TrainSettings field> (the classifier pre-training's, e.g. pretrain.aux_implant_weight=1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the classifier pre-training")
     ap.add_argument("--det-seed", type=int, default=None, help="seed of the detector's training (default: --seed)")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/detector_recipe_<device>.csv)")

@@ -1,0 +1,154 @@
+"""How much of each implant a model's input still shows, and each model's implant AUROC by that contrast.
+
+Why: a quick classifier's missed implants are the smallest (``bench_implant_size.py``), but size is not what a
+model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box alike. This script re-renders
+every implant film of a synthetic set twice, with and without its hardware (the generator draws the hardware
+from its own seeded stream, so the rest of the film is the same), shrinks both to each model's input size (area
+averaging, as the decoded cache and the transform do) and takes the largest difference in intensity (0-1): the
+hardware's contrast as the model receives it. Implant AUROC is then reported per contrast band, each band's
+implant films against all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
+the faint one is limited by its input resolution, not by what it learnt.
+
+    python -m spinebench data synth --seed 7 --scale 0.5 --out /tmp/synth7
+    python benchmarks/bench_implant_visibility.py --weights weights --data synth=/tmp/synth7 --seed 7 --scale 0.5
+
+``--data synth`` (the default set run-all trains on, seed 0) with ``--split test`` scores its test split.
+Films whose re-rendering does not match the record (another seed or scale, or a long fusion, whose corrected
+spine differs without its rods) are left out of the bands and counted. Results:
+``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+#: contrast bands (largest intensity difference at the model's input): [lo, hi)
+BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 9.0))
+
+COLUMNS = ["model", "data", "split", "input_size", "n_images", "n_implant", "n_unmatched", "auroc_all"] + \
+    [f"{k}_{lo:g}" for lo, _ in BANDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
+
+
+def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], boxes) -> float:
+    """What of the hardware a model with input ``size`` (H, W) receives: the largest intensity difference inside
+    the implant boxes between a film and the same film without hardware, both area-shrunk to ``size``, less the
+    median difference in a ring around each box. The ring takes out the film-wide shift the hardware causes (the
+    generator's exposure stretch and gamma see the bright metal too: differences of up to 0.5 far from it)."""
+    pair = torch.from_numpy(np.stack([img, bare]).astype(np.float32))[:, None]
+    small = F.interpolate(pair, size=tuple(size), mode="area")[:, 0]
+    diff = (small[0] - small[1]).numpy()
+    sy, sx = size[0] / img.shape[0], size[1] / img.shape[1]
+    best = 0.0
+    for b in boxes:
+        x0, y0 = int(np.floor(b[0] * sx)), int(np.floor(b[1] * sy))
+        x1, y1 = int(np.ceil(b[2] * sx)) + 1, int(np.ceil(b[3] * sy)) + 1
+        m = max(2, (y1 - y0) // 2, (x1 - x0) // 2)  # a ring as wide as half the box
+        wy, wx = max(0, y0 - m), max(0, x0 - m)
+        win = diff[wy:y1 + m, wx:x1 + m]
+        inside = np.zeros(win.shape, bool)
+        inside[max(0, y0) - wy:y1 - wy, max(0, x0) - wx:x1 - wx] = True
+        base = float(np.median(win[~inside])) if (~inside).any() else 0.0
+        best = max(best, float(np.abs(win[inside] - base).max(initial=0.0)))
+    return best
+
+
+def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """image_id -> (film, film without hardware) for the implant films of a synthetic set whose re-rendering
+    matches the record's size (others are left out)."""
+    from spinebench.data import synth
+
+    out = {}
+    real_has = synth.has_hardware
+    for r in records:
+        if not r["implant"]:
+            continue
+        pid, view = r["image_id"].removeprefix("synth/p").split("-")
+        try:
+            img, _ = synth.render_image(seed, int(pid), int(view), scale=scale)
+            synth.has_hardware = lambda pat, v: False
+            bare, _ = synth.render_image(seed, int(pid), int(view), scale=scale)
+        finally:
+            synth.has_hardware = real_has
+        if img.shape == bare.shape == (int(r["height"]), int(r["width"])):
+            out[r["image_id"]] = (img, bare)
+    return out
+
+
+def _implant_boxes(record: dict) -> list:
+    from spinebench import LABEL_MAP
+
+    return [b[:4] for b in record.get("boxes") or [] if int(b[4]) == LABEL_MAP["Lum"]]
+
+
+def band_aurocs(y: np.ndarray, p: np.ndarray, contrast: np.ndarray) -> dict:
+    """Implant AUROC per contrast band: each band's implant films against every film without an implant
+    (``contrast`` NaN: not measured, left out of the bands)."""
+    from spinebench.tasks.base import auroc
+
+    row = {}
+    for lo, hi in BANDS:
+        pos = (y == 1) & (contrast >= lo) & (contrast < hi)
+        sel = (y == 0) | pos
+        row[f"n_{lo:g}"] = int(pos.sum())
+        row[f"auroc_{lo:g}"] = round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""
+    return row
+
+
+def main(argv=None) -> int:
+    from spinebench.data.sources import load_records
+    from spinebench.data.splits import assign_splits
+    from spinebench.engine.runner import _decoded
+    from spinebench.engine.train import predict
+    from spinebench.evaluation.results import append_csv_row, git_commit
+    from spinebench.tasks.base import auroc
+    from spinebench.weights import trained_records
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="weights")
+    ap.add_argument("--data", default="synth", help="a synthetic data spec: synth (the default set) or synth=DIR")
+    ap.add_argument("--seed", type=int, default=0, help="the generator seed the set was written with")
+    ap.add_argument("--scale", type=float, default=0.5, help="the film scale it was written with")
+    ap.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                    help="score this split of the patient split run-all uses (seed 0); all: every film")
+    ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/implant_visibility_cpu.csv)")
+    args = ap.parse_args(argv)
+    if not args.data.split("=")[0] == "synth":
+        ap.error("--data must be a synthetic set (synth or synth=DIR): only those can be re-rendered")
+    recs = trained_records(args.weights)
+    names = [n for n, r in recs.items() if r.task == "classification"]
+    if not names:
+        ap.error(f"no classifier weights in {args.weights}")
+    side = max(recs[n].cache_side for n in names)
+    records = load_records([args.data], max_side=side)
+    if args.split != "all":
+        records = [r for r in assign_splits(records, seed=0) if r["split"] == args.split]
+    pairs = rendered_pairs(records, args.seed, args.scale)
+    y = np.array([int(r["implant"]) for r in records])
+    data = _decoded(records, side)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_visibility_cpu.csv")
+    for name in names:
+        rec = recs[name]
+        size = tuple(int(v) for v in rec.input_size)
+        contrast = np.array([hardware_contrast(*pairs[r["image_id"]], size, _implant_boxes(r))
+                             if r["image_id"] in pairs else np.nan for r in records])
+        pred = predict(rec.load("cpu"), data.with_transform(rec.transform()), torch.device("cpu"))
+        p = np.asarray(pred["probs"])[:, 0]
+        row = {"model": name, "data": args.data, "split": args.split, "input_size": "x".join(map(str, size)),
+               "n_images": len(y), "n_implant": int(y.sum()), "n_unmatched": int(y.sum()) - len(pairs),
+               "auroc_all": round(auroc(y, p), 4), **band_aurocs(y, p, contrast),
+               "weights_run": rec.run_id or "", "git_commit": git_commit()}
+        append_csv_row(out, row, COLUMNS)
+        print({k: row[k] for k in COLUMNS if k not in ("data", "git_commit")}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

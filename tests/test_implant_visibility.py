@@ -1,0 +1,69 @@
+"""benchmarks/bench_implant_visibility.py: the hardware's contrast at a model's input, and AUROC per contrast band.
+
+The contrast is what the benchmark's conclusion rests on (faint hardware, not missing learning, caps the quick
+classifiers' implant AUROC), so it is checked on hand-made pairs with a known answer and on real generator films.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinebench.data import synth
+from spinebench.data.sources import load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def vis():
+    spec = importlib.util.spec_from_file_location("bench_implant_visibility",
+                                                  ROOT / "benchmarks" / "bench_implant_visibility.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_contrast_is_the_hardware_as_the_input_size_averages_it(vis):
+    bare = np.full((400, 160), 0.3, np.float32)
+    img = bare.copy()
+    img[200:204, 80:84] = 1.0  # a 4 x 4 px bright part: 0.7 above the film
+    box = [[78, 198, 86, 206]]
+    assert vis.hardware_contrast(img, bare, (400, 160), box) == pytest.approx(0.7, abs=1e-5)
+    # a quarter of the size in each direction: the part fills one input pixel, half of it at an eighth
+    assert vis.hardware_contrast(img, bare, (100, 40), box) == pytest.approx(0.7, abs=1e-5)
+    assert vis.hardware_contrast(img, bare, (50, 20), box) == pytest.approx(0.7 / 4, abs=1e-5)
+    # a film-wide shift (the generator's stretch sees the metal too) is not the hardware's contrast
+    shifted = img + 0.2
+    assert vis.hardware_contrast(shifted, bare, (100, 40), box) == pytest.approx(0.7, abs=1e-5)
+    assert vis.hardware_contrast(bare + 0.2, bare, (100, 40), box) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_bands_score_each_bands_implants_against_all_negatives(vis):
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.25, 0.15])
+    contrast = np.array([np.nan] * 4 + [0.5, 0.45, 0.05, 0.02])
+    row = vis.band_aurocs(y, p, contrast)
+    assert row["n_0.4"] == 2 and row["auroc_0.4"] == 1.0   # bright hardware ranked above every negative
+    assert row["n_0"] == 2 and row["auroc_0"] == pytest.approx((2 + 1) / 8)  # faint: 0.25 beats 2 of 4, 0.15 1 of 4
+    assert row["n_0.1"] == 0 and row["auroc_0.1"] == ""
+
+
+def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path):
+    synth.generate(tmp_path, n=24, seed=3, workers=2, progress=False, scale=0.5)
+    records = load_records(f"synth={tmp_path}")
+    implants = [r for r in records if r["implant"]]
+    assert implants
+    pairs = vis.rendered_pairs(records, seed=3, scale=0.5)
+    assert pairs and set(pairs) <= {r["image_id"] for r in implants}
+    by_id = {r["image_id"]: r for r in records}
+    for image_id, (img, bare) in pairs.items():
+        boxes = vis._implant_boxes(by_id[image_id])
+        assert img.shape == bare.shape and not np.array_equal(img, bare)
+        # at the film's own size the hardware stands out; shrinking never makes it brighter than that
+        full = vis.hardware_contrast(img, bare, img.shape, boxes)
+        assert full > 0.05
+        assert vis.hardware_contrast(img, bare, (128, 56), boxes) <= full + 1e-6
