@@ -12,7 +12,8 @@ the faint one is limited by its input resolution, not by what it learnt.
     python -m spinebench data synth --seed 7 --scale 0.5 --out /tmp/synth7
     python benchmarks/bench_implant_visibility.py --weights weights --data synth=/tmp/synth7 --seed 7 --scale 0.5
 
-``--data synth`` (the default set run-all trains on, seed 0) with ``--split test`` scores its test split.
+``--data synth`` (the default set run-all trains on, seed 0) with ``--split test`` scores its test split;
+``--data hybrid:aasce=PATH`` pairs each real radiograph's hardware copy with the radiograph itself.
 Films whose re-rendering does not match the record (another seed or scale, or a long fusion, whose corrected
 spine differs without its rods) are left out of the bands and counted. Results:
 ``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model.
@@ -82,6 +83,23 @@ def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tu
     return out
 
 
+def hybrid_pairs(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """image_id -> (film, film without hardware) for the hardware copies of a ``hybrid:`` source: the bare film
+    is the real radiograph the hardware was drawn on (``<id>+hw`` and ``<id>``, both among the records)."""
+    from spinebench.io import load_image
+
+    by_id = {r["image_id"]: r for r in records}
+    out = {}
+    for r in records:
+        base = by_id.get(r["image_id"].removesuffix("+hw")) if r["image_id"].endswith("+hw") else None
+        if base is None:
+            continue
+        img, bare = (np.asarray(load_image(x["path"])[0], dtype=np.float32) for x in (r, base))
+        if img.shape == bare.shape:
+            out[r["image_id"]] = (img, bare)
+    return out
+
+
 def _implant_boxes(record: dict) -> list:
     from spinebench import LABEL_MAP
 
@@ -113,15 +131,16 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights")
-    ap.add_argument("--data", default="synth", help="a synthetic data spec: synth (the default set) or synth=DIR")
-    ap.add_argument("--seed", type=int, default=0, help="the generator seed the set was written with")
-    ap.add_argument("--scale", type=float, default=0.5, help="the film scale it was written with")
+    ap.add_argument("--data", default="synth", help="synth (the default set), synth=DIR or hybrid:SPEC")
+    ap.add_argument("--seed", type=int, default=0, help="synth=DIR: the generator seed the set was written with")
+    ap.add_argument("--scale", type=float, default=0.5, help="synth=DIR: the film scale it was written with")
     ap.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                     help="score this split of the patient split run-all uses (seed 0); all: every film")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/implant_visibility_cpu.csv)")
     args = ap.parse_args(argv)
-    if not args.data.split("=")[0] == "synth":
-        ap.error("--data must be a synthetic set (synth or synth=DIR): only those can be re-rendered")
+    hybrid = args.data.startswith("hybrid:")
+    if not (hybrid or args.data.split("=")[0] == "synth"):
+        ap.error("--data must be synth, synth=DIR or hybrid:SPEC: only those have a film without the hardware")
     recs = trained_records(args.weights)
     names = [n for n, r in recs.items() if r.task == "classification"]
     if not names:
@@ -130,7 +149,7 @@ def main(argv=None) -> int:
     records = load_records([args.data], max_side=side)
     if args.split != "all":
         records = [r for r in assign_splits(records, seed=0) if r["split"] == args.split]
-    pairs = rendered_pairs(records, args.seed, args.scale)
+    pairs = hybrid_pairs(records) if hybrid else rendered_pairs(records, args.seed, args.scale)
     y = np.array([int(r["implant"]) for r in records])
     data = _decoded(records, side)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_visibility_cpu.csv")

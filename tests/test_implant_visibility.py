@@ -67,3 +67,23 @@ def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path
         full = vis.hardware_contrast(img, bare, img.shape, boxes)
         assert full > 0.05
         assert vis.hardware_contrast(img, bare, (128, 56), boxes) <= full + 1e-6
+
+
+def test_hybrid_copies_pair_with_the_radiograph_they_were_drawn_on(vis, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    film = (rng.random((120, 50)) * 200).astype(np.uint8)
+    with_hw = film.copy()
+    with_hw[60:64, 20:24] = 255
+    Image.fromarray(film).save(tmp_path / "a.png")
+    Image.fromarray(with_hw).save(tmp_path / "a_hw.png")
+    Image.fromarray(film[:100]).save(tmp_path / "b_hw.png")  # a copy whose size differs: left out
+    records = [dict(image_id="aasce/a", path=str(tmp_path / "a.png"), implant=0),
+               dict(image_id="aasce/a+hw", path=str(tmp_path / "a_hw.png"), implant=1),
+               dict(image_id="aasce/b", path=str(tmp_path / "a.png"), implant=0),
+               dict(image_id="aasce/b+hw", path=str(tmp_path / "b_hw.png"), implant=1)]
+    pairs = vis.hybrid_pairs(records)
+    assert list(pairs) == ["aasce/a+hw"]
+    img, bare = pairs["aasce/a+hw"]
+    assert np.abs(img - bare).max() > 0.2 and np.array_equal(img[:60], bare[:60])
