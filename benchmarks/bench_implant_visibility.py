@@ -1,4 +1,5 @@
-"""How much of each implant a model's input still shows, and each model's implant AUROC by that contrast.
+"""How much of each implant a model's input still shows, and each model's implant AUROC by that contrast
+(classifiers and detectors: a detector's implant score is its top ``Lum`` box).
 
 Why: a quick classifier's missed implants are the smallest (``bench_implant_size.py``), but size is not what a
 model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box alike. This script re-renders
@@ -16,7 +17,8 @@ the faint one is limited by its input resolution, not by what it learnt.
 ``--data hybrid:aasce=PATH`` pairs each real radiograph's hardware copy with the radiograph itself.
 Films whose re-rendering does not match the record (another seed or scale, or a long fusion, whose corrected
 spine differs without its rods) are left out of the bands and counted. Results:
-``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model.
+``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model (``input_size``: a detector's
+``min_size x max_size``; each film's contrast is taken at the size that resize gives it).
 """
 
 from __future__ import annotations
@@ -100,6 +102,17 @@ def hybrid_pairs(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
+def input_hw(task: str, input_size: tuple[int, int], record: dict) -> tuple[int, int]:
+    """(H, W) a film reaches the model at: a classifier's fixed input; a detector's ``(min_size, max_size)``
+    resize that keeps the aspect (torchvision's ``GeneralizedRCNNTransform``: the short side to ``min_size``
+    unless the long side would pass ``max_size``)."""
+    if task != "detection":
+        return input_size
+    h, w = int(record["height"]), int(record["width"])
+    s = min(input_size[0] / min(h, w), input_size[1] / max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
 def _implant_boxes(record: dict) -> list:
     from spinebench import LABEL_MAP
 
@@ -142,9 +155,9 @@ def main(argv=None) -> int:
     if not (hybrid or args.data.split("=")[0] == "synth"):
         ap.error("--data must be synth, synth=DIR or hybrid:SPEC: only those have a film without the hardware")
     recs = trained_records(args.weights)
-    names = [n for n, r in recs.items() if r.task == "classification"]
+    names = [n for n, r in recs.items() if r.task in ("classification", "detection")]
     if not names:
-        ap.error(f"no classifier weights in {args.weights}")
+        ap.error(f"no classifier or detector weights in {args.weights}")
     side = max(recs[n].cache_side for n in names)
     records = load_records([args.data], max_side=side)
     if args.split != "all":
@@ -156,8 +169,9 @@ def main(argv=None) -> int:
     for name in names:
         rec = recs[name]
         size = tuple(int(v) for v in rec.input_size)
-        contrast = np.array([hardware_contrast(*pairs[r["image_id"]], size, _implant_boxes(r))
-                             if r["image_id"] in pairs else np.nan for r in records])
+        contrast = np.array([hardware_contrast(*pairs[r["image_id"]], input_hw(rec.task, size, r),
+                                               _implant_boxes(r)) if r["image_id"] in pairs else np.nan
+                             for r in records])
         pred = predict(rec.load("cpu"), data.with_transform(rec.transform()), torch.device("cpu"))
         p = np.asarray(pred["probs"])[:, 0]
         row = {"model": name, "data": args.data, "split": args.split, "input_size": "x".join(map(str, size)),

@@ -42,6 +42,13 @@ def test_contrast_is_the_hardware_as_the_input_size_averages_it(vis):
     assert vis.hardware_contrast(bare + 0.2, bare, (100, 40), box) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_detector_input_keeps_the_films_aspect(vis):
+    film = {"height": 480, "width": 200}
+    assert vis.input_hw("classification", (128, 56), film) == (128, 56)
+    assert vis.input_hw("detection", (160, 192), film) == (192, 80)   # the long side caps it
+    assert vis.input_hw("detection", (160, 192), {"height": 200, "width": 180}) == (178, 160)  # the short side
+
+
 def test_bands_score_each_bands_implants_against_all_negatives(vis):
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.25, 0.15])
