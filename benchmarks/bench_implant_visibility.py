@@ -5,8 +5,9 @@ Why: a quick classifier's missed implants are the smallest (``bench_implant_size
 model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box alike. This script re-renders
 every implant film of a synthetic set twice, with and without its hardware (the generator draws the hardware
 from its own seeded stream, so the rest of the film is the same), shrinks both to each model's input size (area
-averaging, as the decoded cache and the transform do) and takes the largest difference in intensity (0-1): the
-hardware's contrast as the model receives it. Implant AUROC is then reported per contrast band, each band's
+averaging, as the decoded cache and the transform do) and takes the largest difference in intensity (0-1) inside
+the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`): the hardware's contrast
+as the model receives it. Implant AUROC is then reported per contrast band, each band's
 implant films against all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
 the faint one is limited by its input resolution, not by what it learnt.
 
@@ -15,8 +16,9 @@ the faint one is limited by its input resolution, not by what it learnt.
 
 ``--data synth`` (the default set run-all trains on, seed 0) with ``--split test`` scores its test split;
 ``--data hybrid:aasce=PATH`` pairs each real radiograph's hardware copy with the radiograph itself.
-Films whose re-rendering does not match the record (another seed or scale, or a long fusion, whose corrected
-spine differs without its rods) are left out of the bands and counted. Results:
+Implant films without a bare twin are left out of the bands and counted (``n_unmatched``): a re-rendering that
+does not match the record (another seed or scale, or a long fusion, whose corrected spine differs without its
+rods), or a real film with real hardware (AASCE's ten post-operative films). Results:
 ``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model (``input_size``: a detector's
 ``min_size x max_size``; each film's contrast is taken at the size that resize gives it).
 """
