@@ -3,8 +3,8 @@
 
 Why: a quick classifier's missed implants are the smallest (``bench_implant_size.py``), but size is not what a
 model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box alike. This script re-renders
-every implant film of a synthetic set twice, with and without its hardware (the generator draws the hardware
-from its own seeded stream, so the rest of the film is the same), shrinks both to each model's input size (area
+every implant film of a synthetic set twice, with and without its hardware (``synth.render_image(...,
+draw_hardware=False)``: the hardware has its own seeded stream, so the rest of the film is the same), shrinks both to each model's input size (area
 averaging, as the decoded cache and the transform do) and takes the largest difference in intensity (0-1) inside
 the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`): the hardware's contrast
 as the model receives it. Implant AUROC is then reported per contrast band, each band's
@@ -17,8 +17,8 @@ the faint one is limited by its input resolution, not by what it learnt.
 ``--data synth`` (the default set run-all trains on, seed 0) with ``--split test`` scores its test split;
 ``--data hybrid:aasce=PATH`` pairs each real radiograph's hardware copy with the radiograph itself.
 Implant films without a bare twin are left out of the bands and counted (``n_unmatched``): a re-rendering that
-does not match the record (another seed or scale, or a long fusion, whose corrected spine differs without its
-rods), or a real film with real hardware (AASCE's ten post-operative films). Results:
+does not match the record (another seed or scale), or a real film with real hardware (AASCE's ten
+post-operative films). Results:
 ``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model (``input_size``: a detector's
 ``min_size x max_size``; each film's contrast is taken at the size that resize gives it).
 """
@@ -67,22 +67,17 @@ def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], 
 
 def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """image_id -> (film, film without hardware) for the implant films of a synthetic set whose re-rendering
-    matches the record's size (others are left out)."""
-    from spinebench.data import synth
+    matches the record's size (another seed or scale does not; those are left out)."""
+    from spinebench.data.synth import render_image
 
     out = {}
-    real_has = synth.has_hardware
     for r in records:
         if not r["implant"]:
             continue
-        pid, view = r["image_id"].removeprefix("synth/p").split("-")
-        try:
-            img, _ = synth.render_image(seed, int(pid), int(view), scale=scale)
-            synth.has_hardware = lambda pat, v: False
-            bare, _ = synth.render_image(seed, int(pid), int(view), scale=scale)
-        finally:
-            synth.has_hardware = real_has
-        if img.shape == bare.shape == (int(r["height"]), int(r["width"])):
+        pid, view = (int(v) for v in r["image_id"].removeprefix("synth/p").split("-"))
+        img, _ = render_image(seed, pid, view, scale=scale)
+        bare, _ = render_image(seed, pid, view, scale=scale, draw_hardware=False)
+        if img.shape == (int(r["height"]), int(r["width"])):
             out[r["image_id"]] = (img, bare)
     return out
 

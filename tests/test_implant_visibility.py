@@ -66,6 +66,8 @@ def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path
     assert implants
     pairs = vis.rendered_pairs(records, seed=3, scale=0.5)
     assert pairs and set(pairs) <= {r["image_id"] for r in implants}
+    assert len(pairs) == len(implants)  # every implant film re-renders at its size, a corrected fused spine too
+    assert not vis.rendered_pairs(records, seed=3, scale=0.25)  # another scale matches none
     by_id = {r["image_id"]: r for r in records}
     for image_id, (img, bare) in pairs.items():
         boxes = vis._implant_boxes(by_id[image_id])

@@ -302,7 +302,7 @@ def test_detector_applies_its_class_nms_thresholds():
     same weights without it do, at random init), it says so in ``default_cfg``, and unknown classes are refused."""
     from torchvision.ops import box_iou
 
-    def max_lum_iou(model) -> float:
+    def max_lum_iou(model) -> tuple[float, int]:
         model.eval()
         model.roi_heads.score_thresh = 0.0
         with torch.no_grad():

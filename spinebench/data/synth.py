@@ -629,12 +629,16 @@ class Truth:
     hardware: list  # construct kinds
 
 
-def render_image(seed: int, patient: int, view: int, *, scale: float = 1.0, layers: bool = False):
+def render_image(seed: int, patient: int, view: int, *, scale: float = 1.0, layers: bool = False,
+                 draw_hardware: bool = True):
     """Draw one image: returns (img float32 (H, W) in [0, 1], Truth[, layers dict when asked]).
 
     ``scale`` < 1 renders the film smaller (``build_spine``): the same patient, anatomy, framing, labels and
     hardware; the detector blur and quantum noise, set per pixel, shrink with it. The texture, noise and
     acquisition draws after the first full-size random field differ (they consume a generator seeded per film).
+    ``draw_hardware=False``: the same film with its hardware left out (a fused spine stays corrected; the truth
+    then has no implant): what the hardware adds to a film, for ``benchmarks/bench_implant_visibility.py``. The
+    hardware has its own random stream, so the rest of the film is drawn the same.
     """
     pat = sample_patient(seed, patient)
     rng = _rng(seed, 2, patient, view)
@@ -687,7 +691,7 @@ def render_image(seed: int, patient: int, view: int, *, scale: float = 1.0, laye
     lm = sp.landmarks
     boxes: list = []
     kinds: list = []
-    if hardware:
+    if hardware and draw_hardware:
         hw_rng = _rng(seed, 3, patient)  # the same construct on every post-operative image of a patient
         kind = None if pat.hardware == "auto" else pat.hardware
         img, hw_boxes, constructs = render.add_hardware(np.clip(img, 0, 1), lm, hw_rng, kind=kind,
