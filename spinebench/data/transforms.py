@@ -96,6 +96,74 @@ def implant_mask(item: dict, size: tuple[int, int]) -> torch.Tensor:
     return mask.float()[None]
 
 
+#: the model-input normalisations a landmark model may be built with (``input_norm``; :func:`normalize_input`)
+INPUT_NORMS = ("none", "local")
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) separable Gaussian blur, edges replicated (a film's border is not black). A wide one (sigma of
+    4 px or more) is taken on a 4x average-pooled copy and upsampled: 1.4 ms instead of 6.3 for a batch of 16 at
+    192 x 96 and sigma 8 (2-core CPU); what it feeds is a slow background, which the pooling does not change."""
+    h, w = x.shape[-2:]
+    k = 4 if sigma >= 4 and min(h, w) >= 16 else 1
+    y = F.avg_pool2d(x, k, ceil_mode=True) if k > 1 else x
+    s = sigma / k
+    r = max(1, int(3 * s))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / s) ** 2)
+    g = (g / g.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), g, groups=x.shape[1])
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), g.transpose(-1, -2), groups=x.shape[1])
+    return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False) if k > 1 else y
+
+
+def equalize(x: torch.Tensor, lo: float = 0.0, hi: float = 1.0, bins: int = 1024) -> torch.Tensor:
+    """(B, 1, H, W) -> each pixel's mid-rank quantile within its own image, in [0, 1] (histogram equalisation),
+    from a ``bins``-bin histogram over [``lo``, ``hi``] (values outside are clamped). Equal values get equal outputs
+    (a flat black border stays flat). A histogram, not a sort: a sort and two searches cost 62 ms a batch of 16 at
+    192 x 96 on a 2-core CPU, a third of a training step; this costs a few."""
+    b = x.shape[0]
+    flat = x.reshape(b, -1)
+    n = flat.shape[1]
+    idx = ((flat - lo) * (bins / (hi - lo))).long().clamp_(0, bins - 1)
+    counts = torch.bincount((idx + bins * torch.arange(b, device=x.device)[:, None]).flatten(),
+                            minlength=b * bins).view(b, bins).to(x.dtype)
+    cdf = (counts.cumsum(1) - counts / 2) / n   # mid-rank: half of a bin's own pixels count as below
+    return cdf.gather(1, idx).view_as(x)
+
+
+def local_contrast(x: torch.Tensor, sigma_frac: float = 1 / 12) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1] -> the same shape in [0, 1]: half the film's equalised grey levels, half its equalised
+    local contrast ((x - local mean) / local spread, both Gaussian-weighted over ``sigma_frac`` of the width).
+
+    Why: what separates real radiographs from the synthetic films a CPU run trains on is mostly appearance, not
+    anatomy: exposure and detector response curves, scatter and soft tissue over the spine, blur. Equalising takes
+    out the response curve and exposure; the local term takes out the slow soft-tissue and scatter background and
+    keeps the edges the vertebra corners sit on. Synthetic and real films look alike after it.
+
+    Measured on the quick Cobb model (``cobb_regress_resnet10t``, 60 s on ``synth`` only, three seeds each, 2-core
+    CPU), scored on the 481 real AASCE films (SMAPE): plain input 31.1%, equalised only 28.6%, local term only
+    27.0%, this half-and-half mix 25.1% (sigma = width / 12; width / 24: 30.0%, width / 6: 25.3%) in a prototype
+    with an exact sort and blur; this implementation 27.0% (synthetic validation 22.3 -> 19.8%, test 24.7 -> 20.4%).
+    Random blur of the training films instead: no gain (31.4%).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        sigma = max(0.5, sigma_frac * x.shape[-1])
+        mean = _gaussian_blur(x, sigma)
+        spread = _gaussian_blur((x - mean) ** 2, sigma).clamp_min(1e-8).sqrt()
+        return 0.5 * equalize(x) + 0.5 * equalize((x - mean) / (spread + 0.02), -5.0, 5.0)
+
+
+def normalize_input(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """A landmark model's input normalisation ``mode`` (one of :data:`INPUT_NORMS`) applied to (B, 1, H, W)."""
+    if mode == "local":
+        return local_contrast(x)
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown input_norm {mode!r} (expected one of {', '.join(INPUT_NORMS)})")
+
+
 #: length of :func:`spine_shape`: 17 vertebra centres' x, then 17 vertebra tilts
 SPINE_SHAPE_LEN = 34
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinebench.cobb import N_LANDMARKS, N_VERTEBRAE
+from spinebench.data.transforms import INPUT_NORMS
 from spinebench.models.pretrained import create_timm_model
 from spinebench.models.registry import register_model
 
@@ -59,6 +60,16 @@ class LandmarkModel(nn.Module):
     def fit_prior(self, landmarks: torch.Tensor) -> None:
         """A start taken from the (N, 68, 2) training landmarks in input pixels; none by default."""
 
+    def set_input_norm(self, mode: str) -> None:
+        """Keep ``mode``, the normalisation (``spinebench.data.transforms.normalize_input``) the cobb task's inputs
+        get before this model: applied once per film by the task's data path (``tasks.cobb.stack_inputs``, its
+        ``transform``), as timm's data config says a model's mean and std, so training, ``predict``, ``measure``
+        and the demo feed it alike, and the weights record keeps it (``model_kwargs``). A constructor argument;
+        an unknown name fails when the model is built."""
+        if mode not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {mode!r} (expected one of {', '.join(INPUT_NORMS)})")
+        self.input_norm = mode
+
     @torch.inference_mode()
     def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 68, 2) landmarks in input pixels of ``x`` (eval mode, no gradients)."""
@@ -69,8 +80,9 @@ class VertebraLandmarkNet(LandmarkModel):
     """Centre heatmap + centre offset + corner vectors at stride 4 (see the module docstring)."""
 
     def __init__(self, backbone: str = "resnet34", pretrained: str = "none", decoder_channels=(256, 128, 64),
-                 head_channels: int = 64, model_name: str = "cobb_vertebra_resnet34"):
+                 head_channels: int = 64, model_name: str = "cobb_vertebra_resnet34", input_norm: str = "none"):
         super().__init__()
+        self.set_input_norm(input_norm)
         self.backbone, self.pretrained_loaded = create_timm_model(
             backbone, model_name, pretrained, features_only=True, in_chans=1, out_indices=(1, 2, 3, 4))
         c2, c3, c4, c5 = self.backbone.feature_info.channels()
@@ -225,7 +237,8 @@ def _build(backbone: str, name: str, pretrained: str, input_size=(1024, 512), **
     model = VertebraLandmarkNet(backbone=backbone, pretrained=pretrained, model_name=name, **kwargs)
     model.default_cfg = {"name": name, "task": "cobb", "input_size": (h, w), "paper_name": "Vertebra-focused "
                          "landmark detection (Yi et al. 2020)", "stride": STRIDE, "num_landmarks": N_LANDMARKS,
-                         "backbone": backbone, "output": "heatmap 1 + centre offset 2 + corner vectors 8"}
+                         "backbone": backbone, "output": "heatmap 1 + centre offset 2 + corner vectors 8",
+                         "input_norm": model.input_norm}
     return model
 
 

@@ -74,8 +74,10 @@ class CornerRegressionNet(LandmarkModel):
     """A timm backbone whose stride-32 map, reduced and flattened, regresses 68 corners (see the module docstring)."""
 
     def __init__(self, backbone: str = "resnet10t", pretrained: str = "none", input_size=(192, 96),
-                 reduce_channels: int = 32, hidden: int = 256, model_name: str = "cobb_regress_resnet10t"):
+                 reduce_channels: int = 32, hidden: int = 256, model_name: str = "cobb_regress_resnet10t",
+                 input_norm: str = "none"):
         super().__init__()
+        self.set_input_norm(input_norm)
         h, w = (int(v) for v in input_size)
         if h % _STRIDE or w % _STRIDE:
             raise ValueError(f"input_size must be multiples of {_STRIDE} (the backbone's stride), got {input_size}")
@@ -128,5 +130,6 @@ def cobb_regress_resnet10t(pretrained: str = "none", input_size=(192, 96), **kwa
     h, w = (int(v) for v in input_size)
     model.default_cfg = {"name": "cobb_regress_resnet10t", "task": "cobb", "input_size": (h, w),
                          "paper_name": PAPER_NAME, "num_landmarks": N_LANDMARKS,
-                         "backbone": "resnet10t", "output": "68 corners (x, y) in input pixels"}
+                         "backbone": "resnet10t", "output": "68 corners (x, y) in input pixels",
+                         "input_norm": model.input_norm}
     return model
