@@ -20,12 +20,14 @@ from pathlib import Path
 
 import torch
 
+from spinebench.data.transforms import INPUT_NORMS
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 COLUMNS = ("probe", "auroc", "auroc_lo", "auroc_hi", "train_loss", "generator_version", "synthetic", "real",
            "n_train_synthetic", "n_train_real", "n_heldout_synthetic", "n_heldout_real", "input_size", "epochs",
-           "seed", "seconds", "threads", "git_commit", "error")
+           "seed", "seconds", "threads", "git_commit", "error", "input_norm")
 
 
 def _sample(records: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="CNN probe epochs")
     ap.add_argument("--probes", nargs="+", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--input-norm", default="none", choices=INPUT_NORMS,
+                    help="probe the films as a landmark model built with this input_norm sees them")
     ap.add_argument("--generator-version", default="", help="label the rows with this generator version "
                     "(default: this checkout's for --synthetic synth, else blank)")
     ap.add_argument("--out", help="append the rows to this CSV (written with a header when new)")
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
         if args.sheet:
             print(f"wrote {sheet(args.sheet, synthetic, real)}")
         rows = [{**base, **r} for r in realism_probe(synthetic, real, args.probes or PROBES, tuple(args.size),
-                                                      args.epochs, seed=args.seed)]
+                                                      args.epochs, seed=args.seed, input_norm=args.input_norm)]
     except (SpinebenchError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         rows = [{**base, "probe": p, "error": f"{type(e).__name__}: {e}"} for p in args.probes or PROBES]

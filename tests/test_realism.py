@@ -45,6 +45,14 @@ def test_probe_cannot_tell_a_source_from_itself_but_tells_a_different_one(films,
     assert matched["n_train_synthetic"] + matched["n_heldout_synthetic"] == n_matched < len(films)
     with pytest.raises(ValueError, match="both sides"):
         realism_probe(films, [r for r in films if r["implant"] == 1], probes=("hist",))
+    # the films as the quick Cobb model sees them (input_norm "local"): labelled, and still not a source apart from
+    # itself
+    normed = realism_probe(films, other_seed, probes=("hist",), size=(96, 40), n_boot=200, like_with_like=False,
+                           input_norm="local")[0]
+    assert normed["input_norm"] == "local" and same["input_norm"] == "none"
+    assert normed["auroc_lo"] <= 0.5 <= normed["auroc_hi"], normed
+    with pytest.raises(ValueError, match="unknown input_norm"):
+        realism_probe(films, other_seed, probes=("hist",), size=(96, 40), like_with_like=False, input_norm="clahe")
 
 
 def test_features_follow_the_film(films):

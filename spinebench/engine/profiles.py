@@ -136,7 +136,7 @@ PROFILES = {
         # seeds); 75 s: 23.1%; ResNet-18 37.3% at 256 x 128, 26.4 / 28.3% at 192 x 96, 25.3% at 160 x 64, 23.1%
         # after 120 s (one seed each, 2-core CPU, benchmarks/bench_cobb_quick.py). Validation once, at the end.
         # Its films are locally contrast-normalised and equalised (input_norm "local", transforms.local_contrast:
-        # synthetic and real films look alike after it). Trained 60 s on synth, three seeds each, this CPU:
+        # synthetic and real films come closer in look). Trained 60 s on synth, three seeds each, this CPU:
         # validation SMAPE 22.3 -> 19.8%, test 24.7 -> 20.4%, the 481 real AASCE films 31.1 -> 27.0%.
         cobb=TrainSettings(image_size=(192, 96), epochs=100, batch_size=16, lr=2e-3, warmup_epochs=0.5,
                            patience=None, val_every=0, checkpoint_every_s=60, time_budget_s=60,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.splits import assign_splits
-from spinebench.data.transforms import ClassifierTransform
+from spinebench.data.transforms import ClassifierTransform, normalize_input
 from spinebench.evaluation.metrics import bootstrap_ci, weighted_auroc
 
 PROBES = ("hist", "cnn")
@@ -110,7 +110,8 @@ def _fit_cnn(xtr, ytr, xte, epochs: int, seed: int) -> tuple[np.ndarray, float]:
 
 def realism_probe(synthetic: Sequence[dict], real: Sequence[dict], probes: Sequence[str] = PROBES,
                   size: tuple[int, int] = (192, 80), epochs: int = 8, n_boot: int = 300, seed: int = 0,
-                  max_side: int = 320, holdout: float = 0.5, like_with_like: bool = True) -> list[dict]:
+                  max_side: int = 320, holdout: float = 0.5, like_with_like: bool = True,
+                  input_norm: str = "none") -> list[dict]:
     """Train each probe on a share of each source's patients; score the ``holdout`` share of them.
 
     Half and half by default: the probe is small, and a held-out set of a few dozen films would leave its AUROC
@@ -120,6 +121,9 @@ def realism_probe(synthetic: Sequence[dict], real: Sequence[dict], probes: Seque
     almost nothing else (AASCE: 463 of 481 scoliotic, 10 post-operative), while a third of the synthetic films
     carry hardware and 30% are straight: unfiltered, the probe could read *what* a film shows instead of how it
     looks.
+
+    ``input_norm``: the films as a landmark model built with it sees them (``transforms.normalize_input``; the
+    quick Cobb model's "local"): how far the two sources are after the normalisation meant to bring them together.
 
     Returns one row per probe: ``auroc`` (synthetic = positive), its patient-bootstrap CI, the numbers of training
     and held-out films per source, the probe's final training loss (``cnn``) and seconds.
@@ -138,7 +142,7 @@ def realism_probe(synthetic: Sequence[dict], real: Sequence[dict], probes: Seque
     recs = synthetic + real
     label = np.array([1] * len(synthetic) + [0] * len(real))
     train = np.array([r["split"] == "train" for r in recs])
-    x = probe_inputs(recs, size, max_side)
+    x = normalize_input(probe_inputs(recs, size, max_side), input_norm)
     xtr, xte = x[torch.from_numpy(train)], x[torch.from_numpy(~train)]
     ytr, yte = label[train], label[~train]
     pids = [f"{r['source']}/{r['patient_id']}" for r in recs]
@@ -158,5 +162,6 @@ def realism_probe(synthetic: Sequence[dict], real: Sequence[dict], probes: Seque
                      "train_loss": round(loss, 4), "n_train_synthetic": int((ytr == 1).sum()),
                      "n_train_real": int((ytr == 0).sum()), "n_heldout_synthetic": int((yte == 1).sum()),
                      "n_heldout_real": int((yte == 0).sum()), "input_size": f"{size[0]}x{size[1]}",
+                     "input_norm": input_norm,
                      "seconds": round(time.perf_counter() - t0, 1)})
     return rows
