@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 
-from spinebench.data.transforms import INPUT_NORMS
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -50,6 +48,8 @@ def sheet(path: str, synthetic: list[dict], real: list[dict], per_row: int = 8, 
 
 
 def main(argv=None) -> int:
+    from spinebench.data.transforms import INPUT_NORMS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", default=None, help="real data spec (default: aasce=<the default AASCE path>)")
     ap.add_argument("--synthetic", default="synth", help="synthetic data spec (default: the embedded set)")

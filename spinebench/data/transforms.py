@@ -157,13 +157,16 @@ def local_contrast(x: torch.Tensor, sigma_frac: float = 1 / 12) -> torch.Tensor:
         return 0.5 * equalize(x) + 0.5 * equalize((x - mean) / (spread + 0.02), -5.0, 5.0)
 
 
+def check_input_norm(mode: str) -> str:
+    """``mode`` if it is one of :data:`INPUT_NORMS`, else a ValueError naming the choices."""
+    if mode not in INPUT_NORMS:
+        raise ValueError(f"unknown input_norm {mode!r} (expected one of {', '.join(INPUT_NORMS)})")
+    return mode
+
+
 def normalize_input(x: torch.Tensor, mode: str) -> torch.Tensor:
     """A landmark model's input normalisation ``mode`` (one of :data:`INPUT_NORMS`) applied to (B, 1, H, W)."""
-    if mode == "local":
-        return local_contrast(x)
-    if mode == "none":
-        return x
-    raise ValueError(f"unknown input_norm {mode!r} (expected one of {', '.join(INPUT_NORMS)})")
+    return local_contrast(x) if check_input_norm(mode) == "local" else x
 
 
 #: length of :func:`spine_shape`: 17 vertebra centres' x, then 17 vertebra tilts

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinebench.cobb import N_LANDMARKS, N_VERTEBRAE
-from spinebench.data.transforms import INPUT_NORMS
+from spinebench.data.transforms import check_input_norm
 from spinebench.models.pretrained import create_timm_model
 from spinebench.models.registry import register_model
 
@@ -66,9 +66,7 @@ class LandmarkModel(nn.Module):
         ``transform``), as timm's data config says a model's mean and std, so training, ``predict``, ``measure``
         and the demo feed it alike, and the weights record keeps it (``model_kwargs``). A constructor argument;
         an unknown name fails when the model is built."""
-        if mode not in INPUT_NORMS:
-            raise ValueError(f"unknown input_norm {mode!r} (expected one of {', '.join(INPUT_NORMS)})")
-        self.input_norm = mode
+        self.input_norm = check_input_norm(mode)
 
     @torch.inference_mode()
     def predict_landmarks(self, x: torch.Tensor) -> torch.Tensor:
