@@ -33,7 +33,7 @@ from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
 from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything, set_precision
-from spinebench.engine.profiles import Profile, get_profile
+from spinebench.engine.profiles import Profile, budget_scale, budget_seconds, get_profile, scaled_settings
 from spinebench.engine.train import TrainSettings, measure_latency, predict, train_model
 from spinebench.errors import SpinebenchError
 from spinebench.tasks import TASKS, get_task
@@ -82,6 +82,8 @@ class RunContext:
     weights_dir: Path = Path("weights")
     #: weights (CPU) of this run's models that a later model of the run starts from (``Profile.transfer``)
     trained: dict = field(default_factory=dict)
+    #: the factor on the next model's time budget that keeps the run inside ``Profile.wall_budget_s``
+    budget_scale: float = 1.0
 
     @property
     def split_file(self) -> Path:
@@ -97,7 +99,7 @@ class RunContext:
     def settings(self, name: str, n_train: int):
         """Model ``name``'s TrainSettings: the profile's for its task, then the run's overrides."""
         s = self.profile.settings_for(name, n_train, self.image_size)
-        return replace(s, **self.overrides) if self.overrides else s
+        return scaled_settings(replace(s, **self.overrides) if self.overrides else s, self.budget_scale)
 
 
 def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "quick", models: Sequence[str] | None = None,
@@ -185,17 +187,59 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     if progress and dist_rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(models) * len(seeds), desc="run-all", unit="model")
-    for name in models:
-        for seed in seeds:
-            rows.append(_run_model(name, seed, ctx, sets, save=seed == seeds[0], keep_checkpoints=keep_checkpoints))
-            if bar:
-                bar.update(1)
+    queue = [(name, seed) for name in models for seed in seeds]
+    # one process's clock (ranks of a DistributedDataParallel run would each draw their own budgets)
+    clock = _WallBudget(ctx, queue, t_start) if prof.wall_budget_s and not resume and dist_world == 1 and \
+        "time_budget_s" not in overrides else None
+    for i, (name, seed) in enumerate(queue):
+        if clock:
+            clock.before(i)
+        t_model = time.perf_counter()
+        rows.append(_run_model(name, seed, ctx, sets, save=seed == seeds[0], keep_checkpoints=keep_checkpoints))
+        if clock:
+            clock.after(i, time.perf_counter() - t_model)
+        if bar:
+            bar.update(1)
     if bar:
         bar.close()
     if dist_rank == 0:
         _finish_run(ctx, rows, results, report, t_start, written_start)
     _dist_done(dist_world)
     return run_dir
+
+
+class _WallBudget:
+    """Keeps a run inside ``Profile.wall_budget_s``: before each model, the factor on the budgets of the models
+    still to train (:func:`~spinebench.engine.profiles.budget_scale`), from the clock and the mean cost the models
+    so far took beyond their budgets (8 s before the first: a classifier's scoring and saving)."""
+
+    PRIOR_OVERHEAD_S = 8.0
+
+    def __init__(self, ctx: RunContext, queue: list[tuple[str, int]], t_start: float):
+        self.ctx, self.t_start = ctx, t_start
+        n_train = max(1, ctx.counts.get("train", 1))
+        self.budgets = [budget_seconds(ctx.profile.settings_for(name, n_train, ctx.image_size)) for name, _ in queue]
+        self.names = [f"{name}-s{seed}" for name, seed in queue]
+        self.given: list[float] = []
+        self.overheads: list[float] = []
+        self.warned = False
+
+    def before(self, i: int) -> None:
+        overhead = sum(self.overheads) / len(self.overheads) if self.overheads else self.PRIOR_OVERHEAD_S
+        elapsed = time.perf_counter() - self.t_start
+        scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overhead)
+        self.ctx.budget_scale = scale
+        self.given.append(self.budgets[i] * scale)
+        if scale < 1 and self.budgets[i]:  # a warning the first time: the machine is slower than the profile assumes
+            (log.info if self.warned else log.warning)(
+                "%s: %.0f of its %.0f s (x%.2f), to end the run within the profile's %.0f s (%.0f s elapsed)",
+                self.names[i], self.budgets[i] * scale, self.budgets[i], scale, self.ctx.profile.wall_budget_s,
+                elapsed)
+            self.warned = True
+
+    def after(self, i: int, wall_s: float) -> None:
+        self.overheads.append(max(0.0, wall_s - self.given[i]))
+        self.ctx.budget_scale = 1.0
 
 
 def _choose_models(models: Sequence[str] | None, prof: Profile) -> list[str]:

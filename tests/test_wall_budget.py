@@ -1,0 +1,56 @@
+"""The quick profile's wall budget: the models still to train share what is left of the run's time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from spinebench.engine.profiles import budget_scale, budget_seconds, get_profile, scaled_settings
+from spinebench.engine.train import TrainSettings
+
+
+def test_budget_scale_shares_what_is_left():
+    # 600 s, 300 in, 10 s tail, 3 models of 8 s overhead: 266 s for 400 s of budgets
+    assert budget_scale(600, 300, [100, 100, 200], 8) == pytest.approx(266 / 400)
+    assert budget_scale(600, 10, [100, 100, 200], 8) == 1.0          # ahead of time: nothing grows
+    assert budget_scale(600, 590, [100, 100], 8) == 0.3               # far behind: the floor, not a starved model
+    assert budget_scale(600, 590, [0.0], 8) == 1.0                    # nothing on a clock to scale
+
+
+def test_scaled_settings_scale_training_and_pretraining_only_when_bounded():
+    s = TrainSettings(epochs=5, time_budget_s=50, extra={"pretrain_s": 35, "input_norm": "local"})
+    t = scaled_settings(s, 0.5)
+    assert (t.time_budget_s, t.extra["pretrain_s"], t.extra["input_norm"], t.epochs) == (25, 17.5, "local", 5)
+    assert s.extra["pretrain_s"] == 35                                 # the profile's own settings untouched
+    assert scaled_settings(s, 1.0) is s
+    assert scaled_settings(TrainSettings(epochs=5), 0.5).time_budget_s is None
+    assert budget_seconds(s) == 85 and budget_seconds(TrainSettings(epochs=5)) == 0
+
+
+def test_quick_profile_budgets_fit_its_wall_budget():
+    quick = get_profile("quick")
+    names = ["cls_resnet50", "cls_densenet121", "cls_squeezenet1_1", "cls_inception_v3",
+             "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2", quick.cobb_model]
+    total = sum(budget_seconds(quick.settings_for(n, 418)) for n in names)
+    # what the budgets leave of the wall budget pays for data generation and ~8-15 s of scoring a model
+    assert 400 < total < quick.wall_budget_s - 60
+
+
+@pytest.mark.slow
+def test_run_all_scales_a_late_model_and_leaves_a_given_budget_alone(tiny_data, tmp_path):
+    from test_engine import TINY
+
+    from spinebench.engine.runner import run_all
+
+    prof = replace(TINY, classifier=replace(TINY.classifier, time_budget_s=40.0), wall_budget_s=20.0)
+    kw = dict(data=[tiny_data], profile=prof, models=["cls_squeezenet1_1"], device="cpu", pretrained="none",
+              progress=False, report=False)
+    run = run_all(out=tmp_path / "a", results=tmp_path / "ra", weights_dir=tmp_path / "wa", **kw)
+    settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
+    assert settings["time_budget_s"] == pytest.approx(12.0)           # 20 s cannot hold 40: the floor, 0.3 x 40
+    run = run_all(out=tmp_path / "b", results=tmp_path / "rb", weights_dir=tmp_path / "wb",
+                  overrides={"time_budget_s": 40.0}, **kw)
+    settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
+    assert settings["time_budget_s"] == 40.0
