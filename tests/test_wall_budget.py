@@ -39,7 +39,7 @@ def test_quick_profile_budgets_fit_its_wall_budget():
 
 
 @pytest.mark.slow
-def test_run_all_scales_a_late_model_and_leaves_a_given_budget_alone(tiny_data, tmp_path):
+def test_run_all_scales_a_late_model_and_leaves_a_given_budget_alone(tiny_data, tmp_path, caplog):
     from test_engine import TINY
 
     from spinebench.engine.runner import run_all
@@ -50,7 +50,11 @@ def test_run_all_scales_a_late_model_and_leaves_a_given_budget_alone(tiny_data, 
     run = run_all(out=tmp_path / "a", results=tmp_path / "ra", weights_dir=tmp_path / "wa", **kw)
     settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
     assert settings["time_budget_s"] == pytest.approx(12.0)           # 20 s cannot hold 40: the floor, 0.3 x 40
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "of its" in r.getMessage()]
+    assert len(said) == 1 and "12 of its 40 s" in said[0]              # the user is told, once
+    caplog.clear()
     run = run_all(out=tmp_path / "b", results=tmp_path / "rb", weights_dir=tmp_path / "wb",
                   overrides={"time_budget_s": 40.0}, **kw)
     settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
     assert settings["time_budget_s"] == 40.0
+    assert not [r for r in caplog.records if "of its" in r.getMessage()]

@@ -230,12 +230,14 @@ class _WallBudget:
         scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overhead)
         self.ctx.budget_scale = scale
         self.given.append(self.budgets[i] * scale)
-        if scale < 1 and self.budgets[i]:  # a warning the first time: the machine is slower than the profile assumes
-            (log.info if self.warned else log.warning)(
+        if scale < 1 and self.budgets[i]:
+            # a warning the first time a model loses a tenth or more: the machine is slower than the profile assumes
+            loud = scale < 0.9 and not self.warned
+            (log.warning if loud else log.info)(
                 "%s: %.0f of its %.0f s (x%.2f), to end the run within the profile's %.0f s (%.0f s elapsed)",
                 self.names[i], self.budgets[i] * scale, self.budgets[i], scale, self.ctx.profile.wall_budget_s,
                 elapsed)
-            self.warned = True
+            self.warned = self.warned or loud
 
     def after(self, i: int, wall_s: float) -> None:
         self.overheads.append(max(0.0, wall_s - self.given[i]))
