@@ -14,7 +14,7 @@ spawned process, so its peak memory and bytes written are its own. One row per m
   (fp32 or bf16), measured in the same run. A ratio holds on a noisy machine and says how close to the hardware
   each model trains.
 
-Results: ``benchmarks/results/time_to_accuracy_<device>.csv``.
+Results: ``benchmarks/results/time_to_accuracy_<device>[-<tag>].csv``.
 
     python benchmarks/bench_time_to_accuracy.py                          # every model, quick profile, synth
     python benchmarks/bench_time_to_accuracy.py --models cls_resnet50 --data synth hybrid:aasce=PATH
@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="quick")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--tag", default="", help="added to the file name, for another machine of the same device type "
+                                             "(time_to_accuracy_cpu-TAG.csv)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from spinebench.engine.device import precision_of, resolve_device
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
     peak = matmul_tflops(dtype=dtype) if dev.type == "cpu" else math.nan
     log.info("%s matmul: %.3f TFLOP/s on %d threads", prec, peak, torch.get_num_threads())
     models = a.models or _choose_models(None, get_profile(a.profile))  # what run-all trains by default
-    out_path = Path(a.out) / f"time_to_accuracy_{dev.type}.csv"
+    out_path = Path(a.out) / f"time_to_accuracy_{dev.type}{'-' + a.tag if a.tag else ''}.csv"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="spinebench-tta-") as work:
