@@ -195,7 +195,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="each model's training time in seconds, validation included (its cosine schedule follows "
                         "the clock and the best validated state is kept; default: the profile's, which quick "
-                        "scales down where a slower machine would take run-all past its 570 s)")
+                        "scales down where a slower machine would take run-all past the profile's wall budget)")
     p.add_argument("--aux-shape-weight", type=float, metavar="W",
                    help="classifiers: also regress the spine's shape (vertebra centres and tilts from the "
                         "landmarks) with this weight while training (1 pays from ~240 steps; default: the "

@@ -209,7 +209,7 @@ def scaled_settings(s: TrainSettings, scale: float) -> TrainSettings:
 
 def budget_seconds(s: TrainSettings) -> float:
     """A model's clock budget in seconds: its training budget plus any pre-training budget (0 when unbounded)."""
-    return float(s.time_budget_s or 0) + float(s.extra.get("pretrain_s") or 0) if s.time_budget_s else 0.0
+    return float(s.time_budget_s) + float(s.extra.get("pretrain_s") or 0) if s.time_budget_s else 0.0
 
 
 def profile_cache_side(entry: dict) -> int:

@@ -64,13 +64,15 @@ class LandmarkInput:
 
 def stack_inputs(ds, tf: LandmarkInput) -> dict:
     """Every item of ``ds`` made a model input by ``tf`` (resized, aspect not kept, to ``tf.size`` = (H, W)), as
-    tensors.
+    tensors. Any transform ``ds`` carries is dropped first: ``tf`` is the one path into the model, and the runner
+    and ``evaluate`` hand every task its evaluation transform (which, applied too, would normalise a film twice).
 
     Returns {"images" (N, 1, H, W) float16, "landmarks" (N, 68, 2) float32 in input pixels (NaN if unknown),
     "to_input" (N, 2): input pixels per dataset-image pixel in x and y, "image_hw" (N, 2) the dataset images'
     (H, W), "patient_ids", "image_ids", "sources", "cobb" (N, 3), "scale" (N,) dataset pixels per original pixel}.
     """
     h, w = tf.size
+    ds = ds.with_transform(None)
     n = len(ds)
     images = torch.empty((n, 1, h, w), dtype=torch.float16)
     lms = torch.full((n, N_LANDMARKS, 2), math.nan)
@@ -175,8 +177,7 @@ def predict_landmarks(model, ds, device, batch_size: int = 8, flip_tta: bool = F
     """
     device = torch.device(device)
     model.to(device)
-    return _predict_stacked(model, stack_inputs(ds.with_transform(None), LandmarkInput.of(model)), device, batch_size,
-                            flip_tta)
+    return _predict_stacked(model, stack_inputs(ds, LandmarkInput.of(model)), device, batch_size, flip_tta)
 
 
 class StackedData(TrainData):
@@ -246,12 +247,12 @@ class CobbTask(Task):
         return list(model_input_size(model))
 
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1):
-        data = stack_inputs(ds.with_transform(None), LandmarkInput.of(model))
+        data = stack_inputs(ds, LandmarkInput.of(model))
         model.fit_prior(data["landmarks"])  # the regression starts from the training films' mean spine
         return StackedData(data, settings.batch_size, seed, device, rank, world, settings.extra.get("augment"))
 
     def val_data(self, model, ds, settings, device):
-        return stack_inputs(ds.with_transform(None), LandmarkInput.of(model)) if ds is not None and len(ds) else None
+        return stack_inputs(ds, LandmarkInput.of(model)) if ds is not None and len(ds) else None
 
     def loss(self, net, batch, data, device, settings):
         x = batch["image"]
@@ -273,9 +274,8 @@ class CobbTask(Task):
         """Landmarks in the dataset images' pixels, with what scoring needs of the references."""
         device = torch.device(device)
         model.to(device)
-        # the stacked path resizes each film itself and maps the landmarks back to the dataset's pixels, so it
-        # takes the items untransformed (the runner and evaluate hand every task its evaluation transform)
-        data = stack_inputs(ds.with_transform(None), LandmarkInput.of(model))
+        # the stacked path resizes each film itself and maps the landmarks back to the dataset's pixels
+        data = stack_inputs(ds, LandmarkInput.of(model))
         pred = _predict_stacked(model, data, device, batch_size, flip_tta)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
