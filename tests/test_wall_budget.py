@@ -12,11 +12,35 @@ from spinebench.engine.train import TrainSettings
 
 
 def test_budget_scale_shares_what_is_left():
-    # 600 s, 300 in, 10 s tail, 3 models of 8 s overhead: 266 s for 400 s of budgets
-    assert budget_scale(600, 300, [100, 100, 200], 8) == pytest.approx(266 / 400)
-    assert budget_scale(600, 10, [100, 100, 200], 8) == 1.0          # ahead of time: nothing grows
-    assert budget_scale(600, 590, [100, 100], 8) == 0.3               # far behind: the floor, not a starved model
-    assert budget_scale(600, 590, [0.0], 8) == 1.0                    # nothing on a clock to scale
+    # 600 s, 300 in, 10 s tail, 3 models of 8 + 8 + 20 s overhead: 254 s for 400 s of budgets
+    assert budget_scale(600, 300, [100, 100, 200], [8, 8, 20]) == pytest.approx(254 / 400)
+    assert budget_scale(600, 10, [100, 100, 200], [8, 8, 8]) == 1.0   # ahead of time: nothing grows
+    assert budget_scale(600, 590, [100, 100], [8, 8]) == 0.3          # far behind: the floor, not a starved model
+    assert budget_scale(600, 590, [0.0], [8]) == 1.0                  # nothing on a clock to scale
+
+
+def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
+    import time
+    from types import SimpleNamespace
+
+    from spinebench.engine.runner import _WallBudget
+
+    quick = get_profile("quick")
+    ctx = SimpleNamespace(profile=quick, counts={"train": 418}, image_size=None, budget_scale=1.0)
+    queue = [("cls_squeezenet1_1", 0), ("det_faster_rcnn_inception_v2", 0),
+             ("det_faster_rcnn_inception_resnet_v2", 0), (quick.cobb_model, 0)]
+    wall = _WallBudget(ctx, queue, time.perf_counter())
+    assert [wall.overhead(j) for j in range(4)] == [8.0, 25.0, 25.0, 3.0]   # the tasks' priors
+    for i, extra in enumerate((5.0, 40.0, 30.0)):
+        wall.before(i)
+        wall.after(i, wall.given[i] + extra)
+    assert wall.overhead(0) == 5.0 and wall.overhead(2) == 35.0            # what each task's models cost
+    assert wall.overhead(3) == 3.0                                         # not the detectors' 35 s
+    # the last model, 500 s into the run: what is left after its own 3 s and the 10 s tail
+    wall.t_start = time.perf_counter() - 500
+    wall.before(3)
+    cobb = wall.budgets[3]
+    assert ctx.budget_scale == pytest.approx(min(1.0, (quick.wall_budget_s - 500 - 10 - 3) / cobb), abs=1e-3)
 
 
 def test_scaled_settings_scale_training_and_pretraining_only_when_bounded():

@@ -178,11 +178,11 @@ PROFILES = {
 }
 
 
-def budget_scale(wall_budget_s: float, elapsed_s: float, budgets_s: list[float], overhead_s: float,
+def budget_scale(wall_budget_s: float, elapsed_s: float, budgets_s: list[float], overheads_s: list[float],
                  tail_s: float = 10.0, floor: float = 0.3) -> float:
     """The factor (``floor`` to 1) on the time budgets ``budgets_s`` of the models still to train that ends a run
-    by ``wall_budget_s``, ``elapsed_s`` into it, when each model also costs ``overhead_s`` beyond its budget (set-up,
-    scoring, saving) and the run ``tail_s`` after the last (leaderboards, report).
+    by ``wall_budget_s``, ``elapsed_s`` into it, when each model also costs its ``overheads_s`` beyond its budget
+    (set-up, scoring, saving) and the run ``tail_s`` after the last (leaderboards, report).
 
     Why: the budgets end each model by the clock, so the run's length is their sum plus what data generation,
     scoring and the CPU's speed add. On a slower CPU that passed the quick profile's ten minutes (a 2-core Xeon:
@@ -193,7 +193,7 @@ def budget_scale(wall_budget_s: float, elapsed_s: float, budgets_s: list[float],
     total = float(sum(budgets_s))
     if total <= 0:
         return 1.0
-    left = wall_budget_s - elapsed_s - tail_s - overhead_s * len(budgets_s)
+    left = wall_budget_s - elapsed_s - tail_s - float(sum(overheads_s))
     return float(min(1.0, max(floor, left / total)))
 
 

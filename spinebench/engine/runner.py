@@ -210,24 +210,36 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
 
 class _WallBudget:
     """Keeps a run inside ``Profile.wall_budget_s``: before each model, the factor on the budgets of the models
-    still to train (:func:`~spinebench.engine.profiles.budget_scale`), from the clock and the mean cost the models
-    so far took beyond their budgets (8 s before the first: a classifier's scoring and saving)."""
+    still to train (:func:`~spinebench.engine.profiles.budget_scale`), from the clock and what each of them will cost
+    beyond its budget.
 
-    PRIOR_OVERHEAD_S = 8.0
+    That cost is estimated per task: the mean over the finished models of the same task, else the task's
+    ``run_overhead_s``. Why not one mean over all finished models: a detector's scoring costs 20-28 s beyond its
+    budget on two cores, the Cobb model's about 2 s, so one mean cut the last model, the Cobb model, to 40 of its
+    60 s in a run that then ended 9 s early (eebb805, 2-core Xeon).
+    """
 
     def __init__(self, ctx: RunContext, queue: list[tuple[str, int]], t_start: float):
+        from spinebench.models import model_info
+
         self.ctx, self.t_start = ctx, t_start
         n_train = max(1, ctx.counts.get("train", 1))
         self.budgets = [budget_seconds(ctx.profile.settings_for(name, n_train, ctx.image_size)) for name, _ in queue]
         self.names = [f"{name}-s{seed}" for name, seed in queue]
+        self.tasks = [get_task(model_info(name)["task"]) for name, _ in queue]
         self.given: list[float] = []
-        self.overheads: list[float] = []
+        self.overheads: dict[str, list[float]] = {}
         self.warned = False
 
+    def overhead(self, i: int) -> float:
+        """What the ``i``-th model is expected to cost beyond its budget."""
+        seen = self.overheads.get(self.tasks[i].name)
+        return sum(seen) / len(seen) if seen else self.tasks[i].run_overhead_s
+
     def before(self, i: int) -> None:
-        overhead = sum(self.overheads) / len(self.overheads) if self.overheads else self.PRIOR_OVERHEAD_S
         elapsed = time.perf_counter() - self.t_start
-        scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overhead)
+        overheads = [self.overhead(j) for j in range(i, len(self.budgets))]
+        scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overheads)
         self.ctx.budget_scale = scale
         self.given.append(self.budgets[i] * scale)
         if scale < 1 and self.budgets[i]:
@@ -240,7 +252,7 @@ class _WallBudget:
             self.warned = self.warned or loud
 
     def after(self, i: int, wall_s: float) -> None:
-        self.overheads.append(max(0.0, wall_s - self.given[i]))
+        self.overheads.setdefault(self.tasks[i].name, []).append(max(0.0, wall_s - self.given[i]))
         self.ctx.budget_scale = 1.0
 
 

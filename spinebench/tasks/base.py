@@ -32,6 +32,9 @@ class Task:
     predictions_suffix: str = ""
     #: whether GPU training uses channels-last (fixed-size image batches) and cuDNN autotuning (fixed shapes)
     fixed_shapes: bool = True
+    #: seconds a model of this task costs a run beyond its clock budget (set-up, scoring, saving), assumed by the
+    #: wall budget until one has finished (a classifier's scoring on a 2-core CPU; ``engine.runner._WallBudget``)
+    run_overhead_s: float = 8.0
 
     # ------------------------------------------------------------------------------------------ profile
     def settings(self, profile, name: str, n_train: int, image_size: int | None = None):

@@ -51,6 +51,7 @@ def detection_metrics(pred: dict, n_boot: int = 0, seed: int = 0) -> dict:
 
 class DetectionTask(ImageLevelTask):
     name = "detection"
+    run_overhead_s = 25.0  # scoring two splits through region proposals: 20-28 s beyond the budget on 2 cores
     fixed_shapes = False     # images keep their aspect: no channels-last, no cuDNN autotuning per shape
     #: at most this many images per prediction batch, all of one padded input shape (``predict_batches``)
     predict_batch_size = 4
