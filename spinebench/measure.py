@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, severity_grade
+from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, mean_of_looks, severity_grade
 from spinebench.errors import SpinebenchError
 
 if TYPE_CHECKING:
@@ -72,17 +72,21 @@ def load_cobb_model(weights_dir: str | os.PathLike = "weights", device: str = "c
 
 
 def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.ndarray, CobbResult]:
-    """(68, 2) landmarks in ``img`` pixels and their Cobb angles, for one image in the pixel contract.
+    """(68, 2) landmarks in ``img`` pixels and the Cobb angles, for one image in the pixel contract.
 
     ``record`` preprocesses ``img`` as in training; the model's input is the whole (downscaled) image resized, so
-    input pixels map back to ``img`` pixels by the two axes' size ratios."""
+    input pixels map back to ``img`` pixels by the two axes' size ratios. The angles are the mean of the film's and
+    its mirror image's (as in scoring: :data:`spinebench.tasks.cobb.LOOKS`); the landmarks and end vertebrae are
+    the film's own look, the one a picture draws."""
+    import torch
+
+    from spinebench.tasks.cobb import _predict_stacked
+
     x = record.preprocess(img)[None]
     h, w = img.shape
-    to_input = np.array([x.shape[-1] / w, x.shape[-2] / h])
-    dev = next(model.parameters()).device
-    pts = model.predict_landmarks(x.to(dev))[0].float().cpu().numpy().astype(np.float64)
-    pts = pts / to_input
-    return pts, cobb_angles(pts, image_height=img.shape[0])
+    data = {"images": x, "to_input": torch.tensor([[x.shape[-1] / w, x.shape[-2] / h]])}
+    looks = _predict_stacked(model, data, next(model.parameters()).device)[:, 0]
+    return looks[0], mean_of_looks([cobb_angles(pts, image_height=h) for pts in looks])
 
 
 def summarize(res: CobbResult) -> dict:
@@ -144,7 +148,8 @@ def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | Non
     lines through its two end vertebrae (the vertebra direction the AASCE angle is measured on) with its angle.
 
     ``image``: (H, W) grey in [0, 1] (pixel contract) or uint8, or (H, W, 3) uint8. ``result``: a CobbResult, a
-    row of :func:`measure`, or None (computed from the landmarks).
+    row of :func:`measure` (its angles, which average two looks, and end vertebrae), or None (computed from the
+    landmarks).
     """
     from PIL import Image, ImageDraw
 
@@ -155,8 +160,13 @@ def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | Non
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     h, w = arr.shape[:2]
-    if result is None or isinstance(result, dict):
+    if result is None:
         res = cobb_angles(pts, image_height=h)
+    elif isinstance(result, dict):
+        res = CobbResult(angles=np.array([result[k] for k in ANGLE_NAMES], dtype=np.float64),
+                         end_vertebrae={k: tuple(VERTEBRA_NAMES.index(v) for v in ends)
+                                        for k, ends in result["end_vertebrae"].items()},
+                         s_shaped=bool(result["s_shaped"]))
     else:
         res = result
     im = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
@@ -209,7 +219,7 @@ def cmd_measure(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for row in rows:
             img, _ = load_image(row["file"])
-            Image.fromarray(render_overlay(img, row["landmarks"])).save(out / f"{Path(row['file']).stem}_cobb.png")
+            Image.fromarray(render_overlay(img, row["landmarks"], row)).save(out / f"{Path(row['file']).stem}_cobb.png")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

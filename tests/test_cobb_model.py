@@ -235,6 +235,50 @@ def test_score_cobb_perfect_and_imperfect_predictions():
     assert "smape_real" not in score_cobb(noisy, lms, angles, pids, n_boot=0, real=[False] * 4)
 
 
+def test_score_cobb_averages_the_angles_of_the_looks_not_their_landmarks():
+    from spinebench.cobb import cobb_angles_many
+    from spinebench.evaluation.cobb import score_cobb
+
+    lms = np.stack([synthetic_spine(1024, 512, amp=a, seed=s) for s, a in enumerate((0.05, 0.12, 0.2))])
+    angles = cobb_angles_many(lms, [1024] * 3)
+    rng = np.random.default_rng(1)
+    one, two = (lms + rng.normal(0, 4, lms.shape) for _ in range(2))
+    pids, kw = ["a", "b", "c"], dict(n_boot=20, image_heights=[1024] * 3)
+    res = score_cobb(one, lms, angles, pids, looks=np.stack([one, two]), real=[False, True, True], **kw)
+    mean = (cobb_angles_many(one, [1024] * 3) + cobb_angles_many(two, [1024] * 3)) / 2
+    np.testing.assert_allclose(res["pred_angles"], mean, atol=1e-3)
+    assert not np.allclose(mean, cobb_angles_many((one + two) / 2, [1024] * 3), atol=0.05)  # not the mean corners
+    assert res["landmark_mpe_px"] == pytest.approx(score_cobb(one, lms, angles, pids, **kw)["landmark_mpe_px"])
+    alone = score_cobb(one[1:], lms[1:], angles[1:], pids[1:], looks=np.stack([one, two])[:, 1:], n_boot=20,
+                       image_heights=[1024] * 2)
+    assert res["smape_real"] == pytest.approx(alone["smape"])  # the real films' looks go with them
+    with pytest.raises(ValueError, match="looks"):
+        score_cobb(one, lms, angles, pids, looks=np.stack([one[:2], two[:2]]), **kw)
+
+
+def test_two_looks_take_a_film_and_its_mirror_image_alike(tmp_path, any_model):
+    from spinebench.cobb import measured_angles
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.tasks.cobb import LandmarkInput, _predict_stacked, stack_inputs, swap_sides
+
+    ds = SpineDataset(_write_spines(tmp_path, 3, size=(300, 140)), max_side=300)
+    data = stack_inputs(ds, LandmarkInput.of(any_model))
+    flipped = dict(data, images=data["images"].flip(-1))
+    cpu = torch.device("cpu")
+    looks, looks_f = _predict_stacked(any_model, data, cpu), _predict_stacked(any_model, flipped, cpu)
+    assert looks.shape == (2, 3, 68, 2)
+
+    def mirror(p):  # a look at the mirrored film, in the film's own frame
+        p = torch.as_tensor(p).clone()
+        p[..., 0] = 140 - p[..., 0]
+        return swap_sides(p).numpy()
+
+    # the mirrored film's looks are the film's, the other way round: corner for corner, within a pixel's rounding
+    np.testing.assert_allclose(looks_f[0], mirror(looks[1]), atol=0.6)
+    np.testing.assert_allclose(looks_f[1], mirror(looks[0]), atol=0.6)
+    np.testing.assert_allclose(measured_angles(looks_f, [300] * 3), measured_angles(looks, [300] * 3), atol=0.5)
+
+
 def test_measure_refuses_missing_or_empty_weights(tmp_path):
     from spinebench.measure import measure
 
@@ -261,6 +305,12 @@ def test_measure_overlay_and_cli_with_saved_weights(tmp_path, any_model, capsys)
     img = np.zeros((300, 140), dtype=np.float32)
     over = render_overlay(img, r["landmarks"], cobb_angles(r["landmarks"], 300))
     assert over.shape == (300, 140, 3) and over.dtype == np.uint8 and over.max() > 0
+    # the overlay of a row writes the row's angles (two looks averaged), not those of its one look's landmarks
+    from spinebench.cobb import VERTEBRA_NAMES, CobbResult
+
+    ends = {k: tuple(VERTEBRA_NAMES.index(v) for v in e) for k, e in r["end_vertebrae"].items()}
+    as_row = CobbResult(angles=np.array([r["pt"], r["mt"], r["tl"]]), end_vertebrae=ends, s_shaped=r["s_shaped"])
+    np.testing.assert_array_equal(render_overlay(img, r["landmarks"], r), render_overlay(img, r["landmarks"], as_row))
     assert main(["measure", rec["path"], "--weights", str(tmp_path / "w"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["file"] == rec["path"] and len(out[0]["landmarks"]) == 68

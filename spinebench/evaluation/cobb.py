@@ -13,14 +13,15 @@ from typing import Sequence
 import numpy as np
 
 from spinebench import SCOLIOSIS_COBB_DEG
-from spinebench.cobb import ANGLE_NAMES, SEVERITY_GRADES, cobb_angles_many, severity_grade, smape_per_image
+from spinebench.cobb import ANGLE_NAMES, SEVERITY_GRADES, measured_angles, severity_grade, smape_per_image
 from spinebench.errors import SpinebenchError
 from spinebench.evaluation.metrics import bootstrap_ci
 
 
 def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequence[str], n_boot: int = 1000,
                seed: int = 0, image_heights: Sequence[float] | None = None,
-               scales: Sequence[float] | None = None, real: Sequence[bool] | None = None) -> dict:
+               scales: Sequence[float] | None = None, real: Sequence[bool] | None = None,
+               looks=None) -> dict:
     """Cobb-angle metrics of predicted landmarks, with 95% bootstrap CIs over patients.
 
     ``pred_landmarks`` and ``true_landmarks`` are (N, 68, 2) in the same pixels; ``true_angles`` (N, 3) the
@@ -31,6 +32,10 @@ def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequenc
     scoliosis_specificity (largest angle >= 10 degrees, measured vs reference), each with ``<name>_lo/_hi``
     (spinebench.evaluation.metrics.bootstrap_ci over patients); grade_confusion (4x4, rows reference, columns
     predicted, order none/mild/moderate/severe), n_images, n_patients, pred_angles (N, 3).
+
+    ``looks`` (L, N, 68, 2): the landmarks of every look the model took at each film (``pred_landmarks`` the first);
+    the angles are the mean of the looks' angles (:func:`spinebench.cobb.mean_of_looks`), the landmark error that of
+    ``pred_landmarks``.
 
     ``real`` (per image: a real radiograph, not a synthetic film) adds ``smape_real`` (+ CI, ``n_real_images``):
     the SMAPE of the real films alone. Why: a hybrid run's test split mixes synthetic films, whose exact and mostly
@@ -45,7 +50,10 @@ def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequenc
     n = len(pred)
     if n == 0:
         raise SpinebenchError("score_cobb: nothing to score (no images)")
-    pa = cobb_angles_many(pred, image_heights)
+    lk = pred[None] if looks is None else np.asarray(looks, dtype=np.float64)
+    if lk.shape[1:] != pred.shape:
+        raise ValueError(f"looks {lk.shape} do not match pred_landmarks {pred.shape}")
+    pa = measured_angles(lk, image_heights)
     err = np.linalg.norm(pred - true, axis=-1).mean(1)        # per image mean point error
     sc = np.ones(n) if scales is None else np.asarray(scales, dtype=np.float64)
     p_big, t_big = pa.max(1), ta.max(1)
@@ -78,7 +86,8 @@ def score_cobb(pred_landmarks, true_landmarks, true_angles, patient_ids: Sequenc
     if is_real.any():
         idx = np.flatnonzero(is_real)
         sub = score_cobb(pred[idx], true[idx], ta[idx], [patient_ids[i] for i in idx], n_boot=n_boot, seed=seed,
-                         image_heights=None if image_heights is None else [image_heights[i] for i in idx])
+                         image_heights=None if image_heights is None else [image_heights[i] for i in idx],
+                         looks=lk[:, idx])
         metrics.update({"smape_real": sub["smape"], "smape_real_lo": sub["smape_lo"],
                         "smape_real_hi": sub["smape_hi"], "n_real_images": len(idx)})
     conf = np.zeros((4, 4), dtype=int)

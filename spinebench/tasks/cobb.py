@@ -6,7 +6,9 @@ kept as one tensor; rotation, scale, shift, mirroring and exposure changes are t
 to the whole batch on the training device (:func:`augment_batch`), so a GPU never waits for a data loader and a
 CPU does not resample 1-3 MP radiographs every epoch. The loop, checkpoints and selection are the shared ones
 (:func:`spinebench.engine.train.train_model`); the model kept is the one with the lowest validation SMAPE, the AASCE
-challenge's own metric, and scoring is :func:`spinebench.evaluation.cobb.score_cobb`.
+challenge's own metric, and scoring is :func:`spinebench.evaluation.cobb.score_cobb`. Every measurement (validation,
+scoring, ``measure``, the demo) takes two looks at a film, the film and its mirror image, and averages their angles
+(:data:`LOOKS`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spinebench.cobb import N_LANDMARKS, cobb_angles_many, smape
+from spinebench.cobb import N_LANDMARKS, measured_angles, smape
 from spinebench.data.sources import data_kind
 from spinebench.data.transforms import grid_theta, normalize_input, resize
 from spinebench.engine.device import autocast, channels_last
@@ -130,9 +132,7 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
     pts = torch.cat([landmarks, torch.ones_like(landmarks[..., :1])], -1) @ fwd.to(dev).transpose(1, 2)
     pts = pts[..., :2]
     if flip.any():
-        fl = flip.to(dev)
-        swapped = pts.reshape(b, -1, 2, 2, 2).flip(3).reshape(b, -1, 2)
-        pts = torch.where(fl[:, None, None], swapped, pts)
+        pts = torch.where(flip.to(dev)[:, None, None], swap_sides(pts), pts)
     if intensity > 0:
         gamma = torch.exp((rnd[:, 5] * 2 - 1) * 0.35 * intensity).to(dev, out.dtype)
         contrast = (1 + (rnd[:, 6] * 2 - 1) * 0.2 * intensity).to(dev, out.dtype)
@@ -147,37 +147,49 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
     return out, pts
 
 
+def swap_sides(pts: torch.Tensor) -> torch.Tensor:
+    """(..., 68, 2) corners with each vertebra's left and right corners exchanged: the AASCE corner order (top-left,
+    top-right, bottom-left, bottom-right) of a mirrored spine."""
+    lead = pts.shape[:-2]
+    return pts.reshape(*lead, -1, 2, 2, 2).flip(-2).reshape(*lead, N_LANDMARKS, 2)
+
+
+#: looks a Cobb model takes at each film when it measures: the film and its mirror image, their angles averaged
+#: (``spinebench.cobb.mean_of_looks`` says why)
+LOOKS = 2
+
+
 @torch.inference_mode()
-def _predict_stacked(model, data: dict, device, batch_size: int = 8, flip_tta: bool = False) -> np.ndarray:
-    """(N, 68, 2) landmarks in the dataset images' pixels from stacked inputs."""
+def _predict_stacked(model, data: dict, device, batch_size: int = 8, looks: int = LOOKS) -> np.ndarray:
+    """(looks, N, 68, 2) landmarks in the dataset images' pixels from stacked inputs: the first look is the film as
+    it is; a second is its mirror image, the predicted corners mirrored back (left and right corners exchanged)."""
     model.eval()
     out = []
     for i in range(0, len(data["images"]), batch_size):
         x = data["images"][i:i + batch_size].to(device).float()
+        if looks > 1:  # one forward pass for both looks
+            x = torch.cat([x, x.flip(-1)])
         if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            pts = model.predict_landmarks(x)
-            if flip_tta:
-                w = x.shape[-1]
-                pf = model.predict_landmarks(x.flip(-1))
-                pf[..., 0] = w - pf[..., 0]
-                pf = pf.reshape(len(x), -1, 2, 2, 2).flip(3).reshape(len(x), -1, 2)
-                pts = (pts + pf) / 2
-        out.append(pts.float().cpu())
-    pts = torch.cat(out) if out else torch.zeros((0, N_LANDMARKS, 2))
-    return (pts / data["to_input"][:, None, :]).numpy().astype(np.float64)
+            pts = model.predict_landmarks(x).float().cpu()
+        if looks > 1:
+            plain, mirrored = pts.chunk(2)
+            mirrored[..., 0] = x.shape[-1] - mirrored[..., 0]
+            pts = torch.stack([plain, swap_sides(mirrored)])
+        else:
+            pts = pts[None]
+        out.append(pts)
+    pts = torch.cat(out, 1) if out else torch.zeros((looks, 0, N_LANDMARKS, 2))
+    return (pts / data["to_input"][None, :, None, :]).numpy().astype(np.float64)
 
 
-def predict_landmarks(model, ds, device, batch_size: int = 8, flip_tta: bool = False) -> np.ndarray:
+def predict_landmarks(model, ds, device, batch_size: int = 8) -> np.ndarray:
     """(N, 68, 2) predicted landmarks in the pixels of the dataset's own images (``ds[i]["image"]`` before any
-    transform: the model's input is made by :class:`LandmarkInput`, whatever transform ``ds`` carries).
-
-    ``flip_tta`` also predicts the mirrored image and averages (twice the time).
-    """
+    transform: the model's input is made by :class:`LandmarkInput`, whatever transform ``ds`` carries)."""
     device = torch.device(device)
     model.to(device)
-    return _predict_stacked(model, stack_inputs(ds, LandmarkInput.of(model)), device, batch_size, flip_tta)
+    return _predict_stacked(model, stack_inputs(ds, LandmarkInput.of(model)), device, batch_size, looks=1)[0]
 
 
 class StackedData(TrainData):
@@ -264,22 +276,25 @@ class CobbTask(Task):
         return getattr(net, "module", net).landmark_loss(out, batch["landmarks"])
 
     def validate(self, model, val, device, settings):
-        """Validation SMAPE, angle MAE and landmark error (no bootstrap) for model selection."""
-        pred = _predict_stacked(model, val, device, settings.batch_size)
+        """Validation SMAPE, angle MAE (the angles measured as in scoring: both looks) and landmark error (no
+        bootstrap) for model selection."""
+        looks = _predict_stacked(model, val, device, settings.batch_size)
+        pred = looks[0]
         true = (val["landmarks"] / val["to_input"][:, None, :]).numpy()
-        pa = cobb_angles_many(pred, val["image_hw"][:, 0].tolist())
+        pa = measured_angles(looks, val["image_hw"][:, 0].tolist())
         return ({"val_smape": smape(pa, val["cobb"]), "val_mae": float(np.abs(pa - val["cobb"]).mean()),
                  "val_mpe_px": float(np.linalg.norm(pred - true, axis=-1).mean())}, None)
 
-    def predict(self, model, ds, device, batch_size: int = 8, progress: bool = False, flip_tta: bool = False) -> dict:
-        """Landmarks in the dataset images' pixels, with what scoring needs of the references."""
+    def predict(self, model, ds, device, batch_size: int = 8, progress: bool = False) -> dict:
+        """Landmarks in the dataset images' pixels (``landmarks``: the film as it is; ``looks``: every look, whose
+        angles scoring averages), with what scoring needs of the references."""
         device = torch.device(device)
         model.to(device)
         # the stacked path resizes each film itself and maps the landmarks back to the dataset's pixels
         data = stack_inputs(ds, LandmarkInput.of(model))
-        pred = _predict_stacked(model, data, device, batch_size, flip_tta)
+        looks = _predict_stacked(model, data, device, batch_size)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
-        return {"landmarks": pred, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
+        return {"landmarks": looks[0], "looks": looks, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
                 "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
                 "scale": data["scale"], "real": [data_kind(src) != "synthetic" for src in data["sources"]]}
 
@@ -289,7 +304,7 @@ class CobbTask(Task):
 
         return score_cobb(pred["landmarks"], pred["true_landmarks"], pred["cobb"], pred["patient_ids"],
                           n_boot=n_boot, seed=seed, image_heights=pred["image_heights"], scales=pred["scale"],
-                          real=pred.get("real"))
+                          real=pred.get("real"), looks=pred.get("looks"))
 
     def forward_one(self, model, x):
         return model.decode(model(x[None]))
