@@ -229,7 +229,7 @@ def cobb_angles_many(landmarks: Sequence[ArrayLike], image_heights: Sequence[flo
 
 
 def mean_of_looks(results: Sequence[CobbResult]) -> CobbResult:
-    """One measurement from the measurements of several looks at a film (the film, its mirror image): the mean of
+    """One measurement from the measurements of several looks at a film (zoomed, shifted, mirrored): the mean of
     their angles, with the first look's end vertebrae and shape (the look a picture draws).
 
     Why angles and not landmarks: the angle is the largest tilt difference along the column, so averaging two

@@ -75,9 +75,9 @@ def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.
     """(68, 2) landmarks in ``img`` pixels and the Cobb angles, for one image in the pixel contract.
 
     ``record`` preprocesses ``img`` as in training; the model's input is the whole (downscaled) image resized, so
-    input pixels map back to ``img`` pixels by the two axes' size ratios. The angles are the mean of the film's and
-    its mirror image's (as in scoring: :data:`spinebench.tasks.cobb.LOOKS`); the landmarks and end vertebrae are
-    the film's own look, the one a picture draws."""
+    input pixels map back to ``img`` pixels by the two axes' size ratios. The angles are the mean over the looks that
+    scoring takes (zoomed, shifted, mirrored: :data:`spinebench.tasks.cobb.LOOKS`); the landmarks and end vertebrae
+    are the film's own look, the one a picture draws."""
     import torch
 
     from spinebench.tasks.cobb import _predict_stacked
@@ -148,7 +148,7 @@ def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | Non
     lines through its two end vertebrae (the vertebra direction the AASCE angle is measured on) with its angle.
 
     ``image``: (H, W) grey in [0, 1] (pixel contract) or uint8, or (H, W, 3) uint8. ``result``: a CobbResult, a
-    row of :func:`measure` (its angles, which average two looks, and end vertebrae), or None (computed from the
+    row of :func:`measure` (its angles, which average several looks, and end vertebrae), or None (computed from the
     landmarks).
     """
     from PIL import Image, ImageDraw

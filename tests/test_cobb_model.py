@@ -259,24 +259,52 @@ def test_score_cobb_averages_the_angles_of_the_looks_not_their_landmarks():
 def test_two_looks_take_a_film_and_its_mirror_image_alike(tmp_path, any_model):
     from spinebench.cobb import measured_angles
     from spinebench.data.dataset import SpineDataset
-    from spinebench.tasks.cobb import LandmarkInput, _predict_stacked, stack_inputs, swap_sides
+    from spinebench.tasks.cobb import LOOKS, VAL_LOOKS, LandmarkInput, _predict_stacked, stack_inputs, swap_sides
 
     ds = SpineDataset(_write_spines(tmp_path, 3, size=(300, 140)), max_side=300)
     data = stack_inputs(ds, LandmarkInput.of(any_model))
     flipped = dict(data, images=data["images"].flip(-1))
     cpu = torch.device("cpu")
-    looks, looks_f = _predict_stacked(any_model, data, cpu), _predict_stacked(any_model, flipped, cpu)
-    assert looks.shape == (2, 3, 68, 2)
+    assert _predict_stacked(any_model, data, cpu).shape == (len(LOOKS), 3, 68, 2) and LOOKS[0] == (1.0, 0.0, False)
+    # the unzoomed looks (mirroring is exact; zooms and shifts resample, test below)
+    looks, looks_f = (_predict_stacked(any_model, d, cpu, looks=VAL_LOOKS) for d in (data, flipped))
 
     def mirror(p):  # a look at the mirrored film, in the film's own frame
         p = torch.as_tensor(p).clone()
         p[..., 0] = 140 - p[..., 0]
         return swap_sides(p).numpy()
 
-    # the mirrored film's looks are the film's, the other way round: corner for corner, within a pixel's rounding
+    # each look at the mirrored film is the film's other look, mirrored: corner for corner, within a pixel's rounding
     np.testing.assert_allclose(looks_f[0], mirror(looks[1]), atol=0.6)
     np.testing.assert_allclose(looks_f[1], mirror(looks[0]), atol=0.6)
     np.testing.assert_allclose(measured_angles(looks_f, [300] * 3), measured_angles(looks, [300] * 3), atol=0.5)
+
+
+def test_every_look_maps_its_corners_back_to_the_film():
+    from spinebench.tasks.cobb import LOOKS, _predict_stacked
+
+    class BrightestPixel(torch.nn.Module):
+        """A 'landmark model' that puts all 68 corners on the brightest pixel: where it points is known."""
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def predict_landmarks(self, x):
+            b, _, h, w = x.shape
+            idx = x.float().flatten(1).argmax(1)
+            xy = torch.stack([(idx % w).float() + 0.5, torch.div(idx, w, rounding_mode="floor").float() + 0.5], -1)
+            return xy[:, None, :].expand(b, 68, 2)
+
+    h, w = 192, 96
+    spots = [(30.5, 40.5), (70.5, 150.5), (20.5, 100.5)]  # (x, y) pixel centres, off the film's centre
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    images = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)[None] for x, y in spots])
+    data = {"images": images, "to_input": torch.tensor([[0.5, 0.25]] * 3)}  # input px per film px
+    looks = _predict_stacked(BrightestPixel(), data, torch.device("cpu"))
+    want = np.array(spots) / np.array([0.5, 0.25])
+    for i, look in enumerate(LOOKS):  # every zoom, shift and mirroring undone: the spot where it is on the film
+        np.testing.assert_allclose(looks[i, :, 0], want, atol=1.2 / 0.25, err_msg=str(look))
 
 
 def test_measure_refuses_missing_or_empty_weights(tmp_path):

@@ -215,8 +215,8 @@ class _WallBudget:
 
     That cost is estimated per task: the mean over the finished models of the same task, else the task's
     ``run_overhead_s``. Why not one mean over all finished models: a detector's scoring costs 20-28 s beyond its
-    budget on two cores, the Cobb model's about 2 s, so one mean cut the last model, the Cobb model, to 40 of its
-    60 s in a run that then ended 9 s early (eebb805, 2-core Xeon).
+    budget on two cores, the Cobb model's then about 2 s, so one mean cut the last model, the Cobb model, to 40 of
+    its 60 s in a run that then ended 9 s early (eebb805, 2-core Xeon).
     """
 
     def __init__(self, ctx: RunContext, queue: list[tuple[str, int]], t_start: float):
