@@ -76,8 +76,8 @@ def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.
 
     ``record`` preprocesses ``img`` as in training; the model's input is the whole (downscaled) image resized, so
     input pixels map back to ``img`` pixels by the two axes' size ratios. The angles are the mean over the looks that
-    scoring takes (zoomed, shifted, mirrored: :data:`spinebench.tasks.cobb.LOOKS`); the landmarks and end vertebrae
-    are the film's own look, the one a picture draws."""
+    scoring takes (zoomed, shifted, mirrored where the model takes many: :func:`spinebench.tasks.cobb.looks_of`);
+    the landmarks and end vertebrae are the film's own look, the one a picture draws."""
     import torch
 
     from spinebench.tasks.cobb import _predict_stacked

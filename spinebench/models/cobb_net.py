@@ -49,6 +49,11 @@ class LandmarkModel(nn.Module):
     call only these: ``forward`` -> raw output; :meth:`decode` -> landmarks; :meth:`landmark_loss`; :meth:`fit_prior`
     once before training. One task then serves a heatmap network and a regression alike."""
 
+    #: whether the task measures with many looks at a film (``spinebench.tasks.cobb.LOOKS``: zoomed, shifted,
+    #: mirrored, their angles averaged) or with the film alone: many where it was measured to pay (the corner
+    #: regression); a heatmap network at 1024 x 512 would cost a CPU seconds a film for a gain not measured on it
+    many_looks: bool = False
+
     def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network output -> ((B, 68, 2) landmarks in input pixels, (B, 17) vertebra scores)."""
         raise NotImplementedError

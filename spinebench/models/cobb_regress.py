@@ -73,6 +73,8 @@ def flat_regression_head(channels: int, map_hw: tuple[int, int], outputs: int, r
 class CornerRegressionNet(LandmarkModel):
     """A timm backbone whose stride-32 map, reduced and flattened, regresses 68 corners (see the module docstring)."""
 
+    many_looks = True  # 18 looks: SMAPE on unseen synthetic films 21.3 -> 18.0%, on real ones 26.6 -> 22.7%
+
     def __init__(self, backbone: str = "resnet10t", pretrained: str = "none", input_size=(192, 96),
                  reduce_channels: int = 32, hidden: int = 256, model_name: str = "cobb_regress_resnet10t",
                  input_norm: str = "none"):

@@ -6,9 +6,9 @@ kept as one tensor; rotation, scale, shift, mirroring and exposure changes are t
 to the whole batch on the training device (:func:`augment_batch`), so a GPU never waits for a data loader and a
 CPU does not resample 1-3 MP radiographs every epoch. The loop, checkpoints and selection are the shared ones
 (:func:`spinebench.engine.train.train_model`); the model kept is the one with the lowest validation SMAPE, the AASCE
-challenge's own metric, and scoring is :func:`spinebench.evaluation.cobb.score_cobb`. Every measurement (validation,
-scoring, ``measure``, the demo) takes several looks at a film, zoomed, shifted and mirrored, and averages their
-angles (:data:`LOOKS`; validation during training two, :data:`VAL_LOOKS`).
+challenge's own metric, and scoring is :func:`spinebench.evaluation.cobb.score_cobb`. Every measurement of the corner
+regression (validation, scoring, ``measure``, the demo) takes several looks at a film, zoomed, shifted and mirrored,
+and averages their angles (:data:`LOOKS`; validation during training two, :data:`VAL_LOOKS`; :func:`looks_of`).
 """
 
 from __future__ import annotations
@@ -168,6 +168,14 @@ LOOKS = tuple(sorted(((z, dy, m) for z in (0.92, 1.0, 1.08) for dy in (-0.03, 0.
 VAL_LOOKS = ((1.0, 0.0, False), (1.0, 0.0, True))
 
 
+def looks_of(model, validation: bool = False) -> tuple:
+    """The looks ``model`` measures a film with: :data:`LOOKS` (:data:`VAL_LOOKS` in validation) where the model
+    says it takes many (``LandmarkModel.many_looks``), else the film alone."""
+    if not getattr(model, "many_looks", False):
+        return LOOKS[:1]
+    return VAL_LOOKS if validation else LOOKS
+
+
 def _look(x: torch.Tensor, zoom: float, shift: float, mirrored: bool) -> torch.Tensor:
     """The inputs ``x`` (B, C, H, W) zoomed about their centre, shifted down by ``shift`` heights, mirrored."""
     if (zoom, shift) != (1.0, 0.0):
@@ -189,9 +197,11 @@ def _unlook(pts: torch.Tensor, zoom: float, shift: float, mirrored: bool, h: int
 
 
 @torch.inference_mode()
-def _predict_stacked(model, data: dict, device, batch_size: int = 8, looks=LOOKS) -> np.ndarray:
+def _predict_stacked(model, data: dict, device, batch_size: int = 8, looks=None) -> np.ndarray:
     """(len(looks), N, 68, 2) landmarks in the dataset images' pixels from stacked inputs, one set per look
-    (:data:`LOOKS`), each mapped back to the film's own pixels; all looks of a batch go through one forward pass."""
+    (default: the model's own, :func:`looks_of`), each mapped back to the film's own pixels; all looks of a batch go
+    through one forward pass."""
+    looks = looks_of(model) if looks is None else looks
     model.eval()
     out = []
     for i in range(0, len(data["images"]), batch_size):
@@ -249,7 +259,7 @@ class StackedData(TrainData):
 class CobbTask(Task):
     name = "cobb"
     monitor = "val_smape"
-    run_overhead_s = 12.0  # films stacked once, then 18 looks at each test film (~0.1 s a film on two cores)
+    run_overhead_s = 12.0  # films stacked once, then the quick model's 18 looks at each test film (~0.1 s a film)
     predictions_suffix = "-cobb"
 
     def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
@@ -299,9 +309,9 @@ class CobbTask(Task):
         return getattr(net, "module", net).landmark_loss(out, batch["landmarks"])
 
     def validate(self, model, val, device, settings):
-        """Validation SMAPE, angle MAE (the angles of two looks, :data:`VAL_LOOKS`, averaged) and landmark error (no
-        bootstrap) for model selection."""
-        looks = _predict_stacked(model, val, device, settings.batch_size, looks=VAL_LOOKS)
+        """Validation SMAPE, angle MAE (the angles of the model's validation looks averaged: :func:`looks_of`) and
+        landmark error (no bootstrap) for model selection."""
+        looks = _predict_stacked(model, val, device, settings.batch_size, looks=looks_of(model, validation=True))
         pred = looks[0]
         true = (val["landmarks"] / val["to_input"][:, None, :]).numpy()
         pa = measured_angles(looks, val["image_hw"][:, 0].tolist())
