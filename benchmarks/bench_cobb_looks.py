@@ -50,7 +50,7 @@ def bench(weights: str, spec: str, split_file: str | None, on: str, device: str)
     from spinebench.data.splits import apply_split_file
     from spinebench.measure import cobb_models
     from spinebench.tasks import get_task
-    from spinebench.tasks.cobb import LOOKS, LandmarkInput, _predict_stacked, stack_inputs
+    from spinebench.tasks.cobb import LOOKS, LandmarkInput, predict_looks, stack_inputs
 
     name = cobb_models(weights)[0]
     model, rec = sb.load_trained(name, weights=weights, device=device)
@@ -61,7 +61,7 @@ def bench(weights: str, spec: str, split_file: str | None, on: str, device: str)
         records = [r for r in records if r.get("split") == on]
     ds = get_task("cobb").scorable(sb.SpineDataset(records, max_side=rec.cache_side))
     data = stack_inputs(ds, LandmarkInput.of(model))
-    pts = _predict_stacked(model, data, torch.device(device), looks=LOOKS)  # (18, N, 68, 2)
+    pts = predict_looks(model, data, torch.device(device), looks=LOOKS)  # (18, N, 68, 2)
     heights = data["image_hw"][:, 0].tolist()
     angles = np.stack([cobb_angles_many(p, heights) for p in pts])        # (18, N, 3)
     rows = []

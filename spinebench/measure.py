@@ -80,12 +80,12 @@ def measure_image(model, img: np.ndarray, record: "TrainedWeights") -> tuple[np.
     the landmarks and end vertebrae are the film's own look, the one a picture draws."""
     import torch
 
-    from spinebench.tasks.cobb import _predict_stacked
+    from spinebench.tasks.cobb import predict_looks
 
     x = record.preprocess(img)[None]
     h, w = img.shape
     data = {"images": x, "to_input": torch.tensor([[x.shape[-1] / w, x.shape[-2] / h]])}
-    looks = _predict_stacked(model, data, next(model.parameters()).device)[:, 0]
+    looks = predict_looks(model, data, next(model.parameters()).device)[:, 0]
     return looks[0], mean_of_looks([cobb_angles(pts, image_height=h) for pts in looks])
 
 

@@ -259,7 +259,7 @@ def test_score_cobb_averages_the_angles_of_the_looks_not_their_landmarks():
 def test_two_looks_take_a_film_and_its_mirror_image_alike(tmp_path, any_model):
     from spinebench.cobb import measured_angles
     from spinebench.data.dataset import SpineDataset
-    from spinebench.tasks.cobb import (LOOKS, VAL_LOOKS, LandmarkInput, _predict_stacked, looks_of, stack_inputs,
+    from spinebench.tasks.cobb import (LOOKS, VAL_LOOKS, LandmarkInput, predict_looks, looks_of, stack_inputs,
                                        swap_sides)
 
     ds = SpineDataset(_write_spines(tmp_path, 3, size=(300, 140)), max_side=300)
@@ -270,9 +270,9 @@ def test_two_looks_take_a_film_and_its_mirror_image_alike(tmp_path, any_model):
     many = type(any_model).__name__ == "CornerRegressionNet"
     assert looks_of(any_model) == (LOOKS if many else LOOKS[:1]) and LOOKS[0] == (1.0, 0.0, False)
     assert looks_of(any_model, validation=True) == (VAL_LOOKS if many else LOOKS[:1])
-    assert _predict_stacked(any_model, data, cpu).shape == (len(looks_of(any_model)), 3, 68, 2)
+    assert predict_looks(any_model, data, cpu).shape == (len(looks_of(any_model)), 3, 68, 2)
     # the unzoomed looks (mirroring is exact; zooms and shifts resample, test below)
-    looks, looks_f = (_predict_stacked(any_model, d, cpu, looks=VAL_LOOKS) for d in (data, flipped))
+    looks, looks_f = (predict_looks(any_model, d, cpu, looks=VAL_LOOKS) for d in (data, flipped))
 
     def mirror(p):  # a look at the mirrored film, in the film's own frame
         p = torch.as_tensor(p).clone()
@@ -286,7 +286,7 @@ def test_two_looks_take_a_film_and_its_mirror_image_alike(tmp_path, any_model):
 
 
 def test_every_look_maps_its_corners_back_to_the_film():
-    from spinebench.tasks.cobb import LOOKS, _predict_stacked
+    from spinebench.tasks.cobb import LOOKS, predict_looks
 
     class BrightestPixel(torch.nn.Module):
         """A 'landmark model' that puts all 68 corners on the brightest pixel: where it points is known."""
@@ -306,7 +306,7 @@ def test_every_look_maps_its_corners_back_to_the_film():
     yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
     images = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)[None] for x, y in spots])
     data = {"images": images, "to_input": torch.tensor([[0.5, 0.25]] * 3)}  # input px per film px
-    looks = _predict_stacked(BrightestPixel(), data, torch.device("cpu"), looks=LOOKS)
+    looks = predict_looks(BrightestPixel(), data, torch.device("cpu"), looks=LOOKS)
     want = np.array(spots) / np.array([0.5, 0.25])
     for i, look in enumerate(LOOKS):  # every zoom, shift and mirroring undone: the spot where it is on the film
         np.testing.assert_allclose(looks[i, :, 0], want, atol=1.2 / 0.25, err_msg=str(look))

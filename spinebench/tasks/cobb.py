@@ -197,7 +197,7 @@ def _unlook(pts: torch.Tensor, zoom: float, shift: float, mirrored: bool, h: int
 
 
 @torch.inference_mode()
-def _predict_stacked(model, data: dict, device, batch_size: int = 8, looks=None) -> np.ndarray:
+def predict_looks(model, data: dict, device, batch_size: int = 8, looks=None) -> np.ndarray:
     """(len(looks), N, 68, 2) landmarks in the dataset images' pixels from stacked inputs, one set per look
     (default: the model's own, :func:`looks_of`), each mapped back to the film's own pixels; all looks of a batch go
     through one forward pass."""
@@ -222,7 +222,7 @@ def predict_landmarks(model, ds, device, batch_size: int = 8) -> np.ndarray:
     transform: the model's input is made by :class:`LandmarkInput`, whatever transform ``ds`` carries)."""
     device = torch.device(device)
     model.to(device)
-    return _predict_stacked(model, stack_inputs(ds, LandmarkInput.of(model)), device, batch_size, looks=LOOKS[:1])[0]
+    return predict_looks(model, stack_inputs(ds, LandmarkInput.of(model)), device, batch_size, looks=LOOKS[:1])[0]
 
 
 class StackedData(TrainData):
@@ -311,7 +311,7 @@ class CobbTask(Task):
     def validate(self, model, val, device, settings):
         """Validation SMAPE, angle MAE (the angles of the model's validation looks averaged: :func:`looks_of`) and
         landmark error (no bootstrap) for model selection."""
-        looks = _predict_stacked(model, val, device, settings.batch_size, looks=looks_of(model, validation=True))
+        looks = predict_looks(model, val, device, settings.batch_size, looks=looks_of(model, validation=True))
         pred = looks[0]
         true = (val["landmarks"] / val["to_input"][:, None, :]).numpy()
         pa = measured_angles(looks, val["image_hw"][:, 0].tolist())
@@ -325,7 +325,7 @@ class CobbTask(Task):
         model.to(device)
         # the stacked path resizes each film itself and maps the landmarks back to the dataset's pixels
         data = stack_inputs(ds, LandmarkInput.of(model))
-        looks = _predict_stacked(model, data, device, batch_size)
+        looks = predict_looks(model, data, device, batch_size)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": looks[0], "looks": looks, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
                 "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
