@@ -327,8 +327,8 @@ class CobbTask(Task):
         data = stack_inputs(ds, LandmarkInput.of(model))
         looks = predict_looks(model, data, device, batch_size)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
-        return {"landmarks": looks[0], "looks": looks, "true_landmarks": true, "cobb": data["cobb"], "patient_ids": data["patient_ids"],
-                "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
+        return {"landmarks": looks[0], "looks": looks, "true_landmarks": true, "cobb": data["cobb"],
+                "patient_ids": data["patient_ids"], "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
                 "scale": data["scale"], "real": [data_kind(src) != "synthetic" for src in data["sources"]]}
 
     def score_at(self, pred, thresholds, n_boot, seed):
