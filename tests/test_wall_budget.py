@@ -26,7 +26,7 @@ def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
     from spinebench.engine.runner import _WallBudget
 
     quick = get_profile("quick")
-    ctx = SimpleNamespace(profile=quick, counts={"train": 418}, image_size=None, budget_scale=1.0)
+    ctx = SimpleNamespace(profile=quick, counts={"train": 418}, budget_scale=1.0, settings=quick.settings_for)
     queue = [("cls_squeezenet1_1", 0), ("det_faster_rcnn_inception_v2", 0),
              ("det_faster_rcnn_inception_resnet_v2", 0), (quick.cobb_model, 0)]
     wall = _WallBudget(ctx, queue, time.perf_counter())

@@ -220,13 +220,12 @@ class _WallBudget:
     """
 
     def __init__(self, ctx: RunContext, queue: list[tuple[str, int]], t_start: float):
-        from spinebench.models import model_info
-
         self.ctx, self.t_start = ctx, t_start
         n_train = max(1, ctx.counts.get("train", 1))
-        self.budgets = [budget_seconds(ctx.profile.settings_for(name, n_train, ctx.image_size)) for name, _ in queue]
+        # the settings each model will train with (the run's overrides too), before any scaling
+        self.budgets = [budget_seconds(ctx.settings(name, n_train)) for name, _ in queue]
         self.names = [f"{name}-s{seed}" for name, seed in queue]
-        self.tasks = [get_task(model_info(name)["task"]) for name, _ in queue]
+        self.tasks = [get_task(name) for name, _ in queue]
         self.given: list[float] = []
         self.overheads: dict[str, list[float]] = {}
         self.warned = False
@@ -274,7 +273,6 @@ def _choose_models(models: Sequence[str] | None, prof: Profile) -> list[str]:
 def _split_records(data, split_file, split_mode, split_seed, models, cache_side: int
                    ) -> tuple[list[dict], dict, list[str]]:
     """The run's records with their splits, the split counts, and the models that can use this data."""
-    from spinebench.models import model_info
 
     records = load_records(data, max_side=cache_side)
     if not records:
@@ -284,7 +282,7 @@ def _split_records(data, split_file, split_mode, split_seed, models, cache_side:
     else:
         assign_splits(records, seed=split_seed, mode=split_mode)
     counts = {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")}
-    unusable = {m: why for m in models if (why := get_task(model_info(m)["task"]).cannot_use(records))}
+    unusable = {m: why for m in models if (why := get_task(m).cannot_use(records))}
     if unusable and len(unusable) == len(models):
         raise SpinebenchError(f"{', '.join(unusable)}: {next(iter(unusable.values()))} in {' '.join(data)}")
     for m, why in unusable.items():
