@@ -20,7 +20,8 @@ Implant films without a bare twin are left out of the bands and counted (``n_unm
 does not match the record (another seed or scale), or a real film with real hardware (AASCE's ten
 post-operative films). Results:
 ``benchmarks/results/implant_visibility_cpu.csv`` (appended): one row per model (``input_size``: a detector's
-``min_size x max_size``; each film's contrast is taken at the size that resize gives it).
+``min_size x max_size``; each film's contrast is taken at the size that resize gives it, and shrunk as the
+model shrinks it: ``max`` after the size where its ``downsample`` is the brightest-pixel shrink).
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ COLUMNS = ["model", "data", "split", "input_size", "n_images", "n_implant", "n_u
     [f"{k}_{lo:g}" for lo, _ in BANDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
 
 
-def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], boxes) -> float:
+def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], boxes,
+                      downsample: str = "bilinear") -> float:
     """What of the hardware a model with input ``size`` (H, W) receives: the largest intensity difference inside
-    the implant boxes between a film and the same film without hardware, both area-shrunk to ``size``, less the
-    median difference in a ring around each box. The ring takes out the film-wide shift the hardware causes (the
-    generator's exposure stretch and gamma see the bright metal too: differences of up to 0.5 far from it)."""
+    the implant boxes between a film and the same film without hardware, both shrunk to ``size`` (area averaging,
+    or each cell's brightest pixel for a model whose ``downsample`` is ``"max"``), less the median difference in a
+    ring around each box. The ring takes out the film-wide shift the hardware causes (the generator's exposure
+    stretch and gamma see the bright metal too: differences of up to 0.5 far from it)."""
     pair = torch.from_numpy(np.stack([img, bare]).astype(np.float32))[:, None]
-    small = F.interpolate(pair, size=tuple(size), mode="area")[:, 0]
+    if downsample == "max" and pair.shape[-2] >= size[0] and pair.shape[-1] >= size[1]:
+        small = F.adaptive_max_pool2d(pair, tuple(size))[:, 0]
+    else:
+        small = F.interpolate(pair, size=tuple(size), mode="area")[:, 0]
     diff = (small[0] - small[1]).numpy()
     sy, sx = size[0] / img.shape[0], size[1] / img.shape[1]
     best = 0.0
@@ -165,13 +171,16 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_visibility_cpu.csv")
     for name in names:
         rec = recs[name]
+        model = rec.load("cpu")
         size = tuple(int(v) for v in rec.input_size)
+        down = model.default_cfg.get("downsample", "bilinear")
         contrast = np.array([hardware_contrast(*pairs[r["image_id"]], input_hw(rec.task, size, r),
-                                               _implant_boxes(r)) if r["image_id"] in pairs else np.nan
+                                               _implant_boxes(r), down) if r["image_id"] in pairs else np.nan
                              for r in records])
-        pred = predict(rec.load("cpu"), data.with_transform(rec.transform()), torch.device("cpu"))
+        pred = predict(model, data.with_transform(rec.transform()), torch.device("cpu"))
         p = np.asarray(pred["probs"])[:, 0]
-        row = {"model": name, "data": args.data, "split": args.split, "input_size": "x".join(map(str, size)),
+        shown = "x".join(map(str, size)) + (f" {down}" if down != "bilinear" else "")
+        row = {"model": name, "data": args.data, "split": args.split, "input_size": shown,
                "n_images": len(y), "n_implant": int(y.sum()), "n_unmatched": int(y.sum()) - len(pairs),
                "auroc_all": round(auroc(y, p), 4), **band_aurocs(y, p, contrast),
                "weights_run": rec.run_id or "", "git_commit": git_commit()}

@@ -36,6 +36,8 @@ def test_contrast_is_the_hardware_as_the_input_size_averages_it(vis):
     # a quarter of the size in each direction: the part fills one input pixel, half of it at an eighth
     assert vis.hardware_contrast(img, bare, (100, 40), box) == pytest.approx(0.7, abs=1e-5)
     assert vis.hardware_contrast(img, bare, (50, 20), box) == pytest.approx(0.7 / 4, abs=1e-5)
+    # a model that shrinks by each cell's brightest pixel (downsample "max") receives all of it
+    assert vis.hardware_contrast(img, bare, (50, 20), box, "max") == pytest.approx(0.7, abs=1e-5)
     # a film-wide shift (the generator's stretch sees the metal too) is not the hardware's contrast
     shifted = img + 0.2
     assert vis.hardware_contrast(shifted, bare, (100, 40), box) == pytest.approx(0.7, abs=1e-5)

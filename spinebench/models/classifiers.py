@@ -26,6 +26,7 @@ from torchvision import models as tvm
 from torchvision.models.inception import InceptionAux
 
 from spinebench import FINDINGS
+from spinebench.data.transforms import check_downsample
 from spinebench.errors import SpinebenchError
 from spinebench.models.pretrained import (load_torchvision_state_dict, replace_submodule, report_unloadable,
                                           to_one_channel)
@@ -108,11 +109,13 @@ def _fix_densenet_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def _build(name: str, arch: str, pretrained: str, first_conv: str,
            heads: dict[str, Callable[[nn.Module], nn.Module]], mean: tuple[float, ...], std: tuple[float, ...],
-           num_classes: int, fix_keys: Callable[[dict], dict] | None = None,
+           num_classes: int, fix_keys: Callable[[dict], dict] | None = None, downsample: str = "bilinear",
            **arch_kwargs: Any) -> FindingClassifier:
     """torchvision ``arch`` at its ImageNet shape, ImageNet weights loaded strictly (when asked and at hand), then
     the first conv made 1-channel and the classifier layer(s) replaced by ``num_classes`` outputs. Sizes, paper
-    name and weights come from the registration, so they are written once."""
+    name and weights come from the registration, so they are written once. ``downsample`` is how films are shrunk
+    to its input (``spinebench.data.transforms.resize``): part of the model's pixel contract, so it is a
+    constructor argument, kept in ``default_cfg`` and in a weights record's ``model_kwargs``."""
     entry = model_entry(name)
     min_input_size = tuple(entry.extra["min_input_size"])
     net = getattr(tvm, arch)(weights=None, **arch_kwargs)
@@ -137,7 +140,7 @@ def _build(name: str, arch: str, pretrained: str, first_conv: str,
         input_size=entry.input_size, min_input_size=min_input_size, in_chans=1, num_classes=num_classes,
         outputs="logits", findings=FINDINGS if num_classes == len(FINDINGS) else None,
         mean=mean, std=std, weights=entry.weights, first_conv=f"net.{first_conv}",
-        classifier=classifier,
+        classifier=classifier, downsample=check_downsample(downsample),
     )
     return model
 
@@ -154,9 +157,10 @@ def _linear(num_classes: int) -> Callable[[nn.Module], nn.Module]:
     1-channel first conv (ImageNet RGB weights summed), fc replaced by 2 logits (implant, scoliosis; two
     sigmoids outside the model, so an image can have both; the paper does not say how it mapped findings to
     outputs). Default input 224 x 224 (the paper used 48 x 48, which runs too).""")
-def cls_resnet50(pretrained: str = "none", num_classes: int = len(FINDINGS)) -> nn.Module:
+def cls_resnet50(pretrained: str = "none", num_classes: int = len(FINDINGS),
+                 downsample: str = "bilinear") -> nn.Module:
     return _build("cls_resnet50", "resnet50", pretrained, "conv1", {"fc": _linear(num_classes)},
-                  IMAGENET_MEAN_1CH, IMAGENET_STD_1CH, num_classes)
+                  IMAGENET_MEAN_1CH, IMAGENET_STD_1CH, num_classes, downsample=downsample)
 
 
 @register_model(
@@ -166,10 +170,11 @@ def cls_resnet50(pretrained: str = "none", num_classes: int = len(FINDINGS)) -> 
     says only "DenseNet"; 121 is the smallest and the Keras default. Changes: a 1-channel first conv (ImageNet
     RGB weights summed), classifier replaced by 2 logits (implant, scoliosis; independent sigmoids outside).
     Default input 224 x 224; the paper's 48 x 48 runs (smallest that runs: about 29 px).""")
-def cls_densenet121(pretrained: str = "none", num_classes: int = len(FINDINGS)) -> nn.Module:
+def cls_densenet121(pretrained: str = "none", num_classes: int = len(FINDINGS),
+                    downsample: str = "bilinear") -> nn.Module:
     return _build("cls_densenet121", "densenet121", pretrained, "features.conv0",
                   {"classifier": _linear(num_classes)}, IMAGENET_MEAN_1CH, IMAGENET_STD_1CH, num_classes,
-                  fix_keys=_fix_densenet_keys)
+                  fix_keys=_fix_densenet_keys, downsample=downsample)
 
 
 def _squeezenet_head(num_classes: int) -> Callable[[nn.Module], nn.Module]:
@@ -190,10 +195,11 @@ def _squeezenet_head(num_classes: int) -> Callable[[nn.Module], nn.Module]:
     the conv is replaced by one with 2 outputs and the ReLU is DROPPED: ReLU'd logits are never negative, so
     every sigmoid probability would be >= 0.5. 1-channel first conv (ImageNet RGB weights summed). Default input
     224 x 224; the paper's 48 x 48 runs (smallest that runs: about 17 px).""")
-def cls_squeezenet1_1(pretrained: str = "none", num_classes: int = len(FINDINGS)) -> nn.Module:
+def cls_squeezenet1_1(pretrained: str = "none", num_classes: int = len(FINDINGS),
+                      downsample: str = "bilinear") -> nn.Module:
     return _build("cls_squeezenet1_1", "squeezenet1_1", pretrained, "features.0",
                   {"classifier.1": _squeezenet_head(num_classes), "classifier.2": lambda _: nn.Identity()},
-                  IMAGENET_MEAN_1CH, IMAGENET_STD_1CH, num_classes)
+                  IMAGENET_MEAN_1CH, IMAGENET_STD_1CH, num_classes, downsample=downsample)
 
 
 @register_model(
@@ -205,9 +211,10 @@ def cls_squeezenet1_1(pretrained: str = "none", num_classes: int = len(FINDINGS)
     normalises to (x - 0.5) / 0.5 itself, which is what those weights expect. 1-channel first conv (ImageNet RGB
     weights summed). Default input 299 x 299; needs >= 75 x 75, so the paper's 48 x 48 images must be
     upsampled. The aux head pools adaptively below 299 px (torchvision's crashes there in train mode).""")
-def cls_inception_v3(pretrained: str = "none", num_classes: int = len(FINDINGS)) -> nn.Module:
+def cls_inception_v3(pretrained: str = "none", num_classes: int = len(FINDINGS),
+                     downsample: str = "bilinear") -> nn.Module:
     blocks = [tvm.inception.BasicConv2d, tvm.inception.InceptionA, tvm.inception.InceptionB,
               tvm.inception.InceptionC, tvm.inception.InceptionD, tvm.inception.InceptionE, _InceptionAuxAnySize]
     return _build("cls_inception_v3", "inception_v3", pretrained, "Conv2d_1a_3x3.conv",
                   {"fc": _linear(num_classes), "AuxLogits.fc": _linear(num_classes)},
-                  INCEPTION_MEAN_1CH, INCEPTION_STD_1CH, num_classes, aux_logits=True, transform_input=False, init_weights=True, inception_blocks=blocks)
+                  INCEPTION_MEAN_1CH, INCEPTION_STD_1CH, num_classes, downsample=downsample, aux_logits=True, transform_input=False, init_weights=True, inception_blocks=blocks)

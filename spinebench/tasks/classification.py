@@ -219,9 +219,15 @@ class ClassificationTask(ImageLevelTask):
             size = fit_min_input((image_size, image_size), need) if bump else (image_size, image_size)
         return replace(profile.classifier, image_size=size) if size else profile.classifier
 
+    def model_kwargs(self, profile, settings) -> dict:
+        # how films shrink to the input is part of the model (its default_cfg), so it travels with the weights
+        mode = settings.extra.get("downsample")
+        return {"downsample": mode} if mode else {}
+
     def transform(self, model, image_size, train: bool, shape_targets: bool = False, implant_map: bool = False):
         size = tuple(image_size) if image_size else tuple(model.default_cfg["input_size"])
-        return ClassifierTransform(size, train=train, shape_targets=shape_targets, implant_map=implant_map)
+        return ClassifierTransform(size, train=train, shape_targets=shape_targets, implant_map=implant_map,
+                                   downsample=model.default_cfg.get("downsample", "bilinear"))
 
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1, transform=None):
         name, size = model.default_cfg["name"], tuple(settings.image_size or model.default_cfg["input_size"])
