@@ -35,7 +35,7 @@ def test_max_downsample_keeps_a_thin_bright_pin_that_averaging_dilutes():
 
 
 def test_quick_resnet50_shrinks_by_max_and_every_path_feeds_the_model_so(tmp_path):
-    """The quick profile builds ResNet-50 with downsample "max" (SqueezeNet keeps bilinear); the weights record
+    """The quick profile builds ResNet-50 with downsample "max" (Inception-v3 keeps bilinear); the weights record
     rebuilds it so; the record's preprocessing (``predict``, the demo) gives the model the max-shrunk film, as
     training did."""
     from spinebench.engine.profiles import get_profile
@@ -49,7 +49,7 @@ def test_quick_resnet50_shrinks_by_max_and_every_path_feeds_the_model_so(tmp_pat
     settings = quick.settings_for(name, 100)
     kwargs = task.model_kwargs(quick, settings)
     assert kwargs == {"downsample": "max"}
-    assert task.model_kwargs(quick, quick.settings_for("cls_squeezenet1_1", 100)) == {}
+    assert task.model_kwargs(quick, quick.settings_for("cls_inception_v3", 100)) == {}
     model = create_model(name, **kwargs)
     assert model.default_cfg["downsample"] == "max"
     assert task.transform(model, settings.image_size, train=True).downsample == "max"

@@ -217,4 +217,5 @@ def cls_inception_v3(pretrained: str = "none", num_classes: int = len(FINDINGS),
               tvm.inception.InceptionC, tvm.inception.InceptionD, tvm.inception.InceptionE, _InceptionAuxAnySize]
     return _build("cls_inception_v3", "inception_v3", pretrained, "Conv2d_1a_3x3.conv",
                   {"fc": _linear(num_classes), "AuxLogits.fc": _linear(num_classes)},
-                  INCEPTION_MEAN_1CH, INCEPTION_STD_1CH, num_classes, downsample=downsample, aux_logits=True, transform_input=False, init_weights=True, inception_blocks=blocks)
+                  INCEPTION_MEAN_1CH, INCEPTION_STD_1CH, num_classes, downsample=downsample, aux_logits=True,
+                  transform_input=False, init_weights=True, inception_blocks=blocks)
