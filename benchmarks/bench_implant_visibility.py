@@ -4,11 +4,12 @@
 Why: a quick classifier's missed implants are the smallest (``bench_implant_size.py``), but size is not what a
 model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box alike. This script re-renders
 every implant film of a synthetic set twice, with and without its hardware (``synth.render_image(...,
-draw_hardware=False)``: the hardware has its own seeded stream, so the rest of the film is the same), shrinks both to each model's input size (area
-averaging, as the decoded cache and the transform do) and takes the largest difference in intensity (0-1) inside
+draw_hardware=False)``: the hardware has its own seeded stream, so the rest of the film is the same), shrinks both
+to each model's input size (area averaging, as the decoded cache and the transform do; each cell's brightest
+pixel for a model whose ``downsample`` is ``"max"``) and takes the largest difference in intensity (0-1) inside
 the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`): the hardware's contrast
-as the model receives it. Implant AUROC is then reported per contrast band, each band's
-implant films against all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
+as the model receives it. Implant AUROC is then reported per contrast band, each band's implant films against
+all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
 the faint one is limited by its input resolution, not by what it learnt.
 
     python -m spinebench data synth --seed 7 --scale 0.5 --out /tmp/synth7
@@ -50,9 +51,11 @@ def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], 
     or each cell's brightest pixel for a model whose ``downsample`` is ``"max"``), less the median difference in a
     ring around each box. The ring takes out the film-wide shift the hardware causes (the generator's exposure
     stretch and gamma see the bright metal too: differences of up to 0.5 far from it)."""
+    from spinebench.data.transforms import resize
+
     pair = torch.from_numpy(np.stack([img, bare]).astype(np.float32))[:, None]
-    if downsample == "max" and pair.shape[-2] >= size[0] and pair.shape[-1] >= size[1]:
-        small = F.adaptive_max_pool2d(pair, tuple(size))[:, 0]
+    if downsample == "max":  # the model's own shrink
+        small = torch.stack([resize(film, tuple(size), "max") for film in pair])[:, 0]
     else:
         small = F.interpolate(pair, size=tuple(size), mode="area")[:, 0]
     diff = (small[0] - small[1]).numpy()

@@ -126,11 +126,8 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
     m = torch.eye(3).repeat(b, 1, 1)
     m[flip, 0, 0], m[flip, 0, 2] = -1.0, float(w)
     fwd = m @ a
-    theta = grid_theta(torch.linalg.inv(fwd), h, w).to(dev, images.dtype)  # grid_sample maps output -> input
-    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    pts = torch.cat([landmarks, torch.ones_like(landmarks[..., :1])], -1) @ fwd.to(dev).transpose(1, 2)
-    pts = pts[..., :2]
+    out = warp(images, fwd)
+    pts = move_points(landmarks, fwd)
     if flip.any():
         pts = torch.where(flip.to(dev)[:, None, None], swap_sides(pts), pts)
     if intensity > 0:
@@ -145,6 +142,21 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor, gen: torch.Gene
         noise = torch.randn(out.shape, generator=dev_gen, device=dev, dtype=out.dtype)
         out = (out + sigma[:, None, None, None] * noise).clamp(0, 1)
     return out, pts
+
+
+def warp(images: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
+    """``images`` (B, C, H, W) resampled so that what was at pixel p is at ``fwd @ p`` (``fwd``: (B, 3, 3) or
+    (3, 3) maps in pixel coordinates, the points' own map: :func:`move_points`)."""
+    b, _, h, w = images.shape
+    theta = grid_theta(torch.linalg.inv(fwd.double()), h, w).to(images.device, images.dtype)  # output -> input
+    grid = F.affine_grid(theta.expand(b, 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def move_points(pts: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
+    """Points (..., N, 2) in pixels moved by ``fwd`` ((..., 3, 3), as :func:`warp` moves the pixels)."""
+    fwd = fwd.to(pts.device, pts.dtype)
+    return (torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ fwd.transpose(-1, -2))[..., :2]
 
 
 def swap_sides(pts: torch.Tensor) -> torch.Tensor:
@@ -176,24 +188,26 @@ def looks_of(model, validation: bool = False) -> tuple:
     return VAL_LOOKS if validation else LOOKS
 
 
+def _look_map(zoom: float, shift: float, h: int, w: int) -> torch.Tensor:
+    """The (3, 3) pixel map of a look's zoom about the centre and downward shift by ``shift`` heights."""
+    return torch.tensor([[zoom, 0, w / 2 * (1 - zoom)], [0, zoom, h / 2 * (1 - zoom) + shift * h], [0, 0, 1]],
+                        dtype=torch.float64)
+
+
 def _look(x: torch.Tensor, zoom: float, shift: float, mirrored: bool) -> torch.Tensor:
-    """The inputs ``x`` (B, C, H, W) zoomed about their centre, shifted down by ``shift`` heights, mirrored."""
+    """The inputs ``x`` (B, C, H, W) as one look (:data:`LOOKS`) sees them: zoomed and shifted by :func:`warp`,
+    then mirrored by flipping the pixels (exact, as a resampled mirror is not: a heatmap's peak can move)."""
     if (zoom, shift) != (1.0, 0.0):
-        theta = torch.tensor([[1 / zoom, 0, 0], [0, 1 / zoom, -2 * shift / zoom]], dtype=x.dtype, device=x.device)
-        grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = warp(x, _look_map(zoom, shift, *x.shape[-2:]))
     return x.flip(-1) if mirrored else x
 
 
 def _unlook(pts: torch.Tensor, zoom: float, shift: float, mirrored: bool, h: int, w: int) -> torch.Tensor:
-    """Corners (..., 68, 2) predicted on a :func:`_look` of a film, in the film's own input pixels."""
-    pts = pts.clone()
+    """Corners (..., 68, 2) predicted on a :func:`_look` of a film, in the film's own input pixels (a mirrored
+    look's left and right corners exchanged back: :func:`swap_sides`)."""
     if mirrored:
-        pts[..., 0] = w - pts[..., 0]
-        pts = swap_sides(pts)
-    pts[..., 0] = w / 2 + (pts[..., 0] - w / 2) / zoom
-    pts[..., 1] = h / 2 + (pts[..., 1] - h / 2) / zoom - shift * h / zoom
-    return pts
+        pts = swap_sides(torch.stack([w - pts[..., 0], pts[..., 1]], -1))
+    return move_points(pts, torch.linalg.inv(_look_map(zoom, shift, h, w)))
 
 
 @torch.inference_mode()
@@ -328,7 +342,8 @@ class CobbTask(Task):
         looks = predict_looks(model, data, device, batch_size)
         true = (data["landmarks"] / data["to_input"][:, None, :]).numpy()
         return {"landmarks": looks[0], "looks": looks, "true_landmarks": true, "cobb": data["cobb"],
-                "patient_ids": data["patient_ids"], "image_ids": data["image_ids"], "image_heights": data["image_hw"][:, 0].tolist(),
+                "patient_ids": data["patient_ids"], "image_ids": data["image_ids"],
+                "image_heights": data["image_hw"][:, 0].tolist(),
                 "scale": data["scale"], "real": [data_kind(src) != "synthetic" for src in data["sources"]]}
 
     def score_at(self, pred, thresholds, n_boot, seed):
