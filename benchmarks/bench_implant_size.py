@@ -6,6 +6,11 @@ then the implant AUROC of each quarter of the implant films, ranked by the heigh
 fraction of the film's, each against all the films without an implant. A model whose AUROC falls only in the
 smallest quarter is limited by what its input resolution shows, not by what it learnt of hardware.
 
+For a detector, also where its ``Lum`` AP goes: the fraction of implant films (all, and per quarter) whose
+construct has some predicted ``Lum`` box, of any score, at IoU >= 0.5 (``box_hit``) and at IoU >= 0.3
+(``box_hit03``: found, but not outlined tightly enough to count for AP@0.5). A quarter with ``box_hit03`` near 0
+is out of the detector's reach at its input size; a gap between the two is localisation.
+
     python benchmarks/bench_implant_size.py --weights weights --data synth=/tmp/synth7
 
 Results: ``benchmarks/results/implant_size_<device>.csv`` (appended): one row per model.
@@ -23,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 COLUMNS = ["model", "data", "n_images", "n_implant", "auroc_all", "q1_height", "auroc_q1", "q2_height", "auroc_q2",
-           "q3_height", "auroc_q3", "q4_height", "auroc_q4", "weights_run", "git_commit"]
+           "q3_height", "auroc_q3", "q4_height", "auroc_q4", "box_hit_all", "box_hit03_all",
+           *(f"box_hit_q{k}" for k in range(1, 5)), *(f"box_hit03_q{k}" for k in range(1, 5)), "weights_run",
+           "git_commit"]
 
 
 def implant_height(record: dict) -> float:
@@ -32,6 +39,22 @@ def implant_height(record: dict) -> float:
 
     boxes = [b for b in record.get("boxes") or [] if int(b[4]) == LABEL_MAP["Lum"]]
     return max(((b[3] - b[1]) / float(record["height"]) for b in boxes), default=0.0)
+
+
+def lum_box_hits(detections: list[dict], targets: list[dict], iou: float) -> np.ndarray:
+    """Per image: does some predicted ``Lum`` box, of any score, overlap a true ``Lum`` box by IoU >= ``iou``?
+    (False where the image has no true ``Lum`` box.)"""
+    from torchvision.ops import box_iou
+
+    from spinebench import LABEL_MAP
+
+    lum = LABEL_MAP["Lum"]
+    hits = np.zeros(len(targets), dtype=bool)
+    for i, (d, t) in enumerate(zip(detections, targets)):
+        true, found = t["boxes"][t["labels"] == lum], d["boxes"][d["labels"] == lum]
+        if len(true) and len(found):
+            hits[i] = bool((box_iou(true.float(), found.float()) >= iou).any())
+    return hits
 
 
 def size_quarters(heights: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
@@ -79,8 +102,15 @@ def main(argv=None) -> int:
             sel = (y == 0) | ((heights >= lo) & (heights <= hi) & (y == 1))
             row[f"q{k}_height"] = f"{lo:.3f}-{hi:.3f}"
             row[f"auroc_q{k}"] = round(auroc(y[sel], p[sel]), 4)
+        if pred.get("detections") is not None:
+            for col, thr in (("box_hit", 0.5), ("box_hit03", 0.3)):
+                hit = lum_box_hits(pred["detections"], pred["targets"], thr)
+                row[f"{col}_all"] = round(float(hit[y == 1].mean()), 4)
+                for k, (lo, hi) in enumerate(quarters, 1):
+                    q = (y == 1) & (heights >= lo) & (heights <= hi)
+                    row[f"{col}_q{k}"] = round(float(hit[q].mean()), 4)
         append_csv_row(out, row, COLUMNS)
-        print({k: row[k] for k in COLUMNS if k not in ("data", "git_commit")}, flush=True)
+        print({k: row[k] for k in COLUMNS if k in row and k not in ("data", "git_commit")}, flush=True)
     return 0
 
 
