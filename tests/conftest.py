@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,17 @@ from typing import Callable
 
 import numpy as np
 import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module (the folder is not a package: the scripts are run by path)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture

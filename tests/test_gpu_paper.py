@@ -4,23 +4,17 @@ set by hand): images/s from the logs, model windows from the file times, GPU sam
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from conftest import load_benchmark
 
 @pytest.fixture(scope="module")
 def gpu_paper():
-    spec = importlib.util.spec_from_file_location("gpu_paper", ROOT / "benchmarks" / "gpu_paper.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_paper")
 
 
 # two epochs of a real squeezenet log and one of a real detector log (quick profile, 2-core CPU)

@@ -6,12 +6,12 @@ a gap between IoU 0.3 and 0.5 is localisation), so it is checked on boxes with a
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 
 from spinebench import LABEL_MAP
 
@@ -21,10 +21,7 @@ LUM, SCO = LABEL_MAP["Lum"], LABEL_MAP["sco"]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_implant_size", ROOT / "benchmarks" / "bench_implant_size.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_implant_size")
 
 
 def _dets(*boxes):

@@ -6,25 +6,16 @@ classifiers' implant AUROC), so it is checked on hand-made pairs with a known an
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from spinebench.data import synth
 from spinebench.data.sources import load_records
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 @pytest.fixture(scope="module")
 def vis():
-    spec = importlib.util.spec_from_file_location("bench_implant_visibility",
-                                                  ROOT / "benchmarks" / "bench_implant_visibility.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_implant_visibility")
 
 
 def test_contrast_is_the_hardware_as_the_input_size_averages_it(vis):
