@@ -297,6 +297,62 @@ def test_class_nms_suppresses_overlaps_of_its_class_only():
     assert len(loose["scores"]) == 5 and loose["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
 
 
+def test_fuse_boxes_averages_overlapping_boxes_of_its_class_by_score():
+    """``fuse_boxes``: boxes of a named class that overlap a better one by IoU >= the threshold become one box, their
+    score-weighted mean, scored by the best; a box apart and other classes are kept as they are; sorted by score."""
+    from spinebench.models.detectors import fuse_boxes
+
+    lum, sco = LABEL_MAP["Lum"], LABEL_MAP["sco"]
+    boxes = torch.tensor([[0.0, 0, 10, 40], [0, 20, 10, 60],      # two Lum boxes, IoU 1/3
+                          [50, 0, 60, 10],                          # a Lum box apart
+                          [20, 0, 40, 40], [20, 20, 40, 60]])       # two sco boxes, IoU 1/3
+    det = dict(boxes=boxes, labels=torch.tensor([lum, lum, lum, sco, sco]),
+               scores=torch.tensor([0.6, 0.9, 0.3, 0.8, 0.7]))
+    [out] = fuse_boxes([det], {lum: 0.3})
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.3])
+    assert out["labels"].tolist() == [lum, sco, sco, lum]
+    # (0.9 * [0, 20, 10, 60] + 0.6 * [0, 0, 10, 40]) / 1.5
+    assert out["boxes"][0].tolist() == pytest.approx([0, 12, 10, 52])
+    assert out["boxes"][1:].tolist() == boxes[[3, 4, 2]].tolist()
+    [apart] = fuse_boxes([det], {lum: 0.4})   # IoU 1/3 < 0.4: nothing fused, only sorted
+    assert apart["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
+    assert sorted(map(tuple, apart["boxes"].tolist())) == sorted(map(tuple, boxes.tolist()))
+    [empty] = fuse_boxes([{k: v[:0] for k, v in det.items()}], {lum: 0.3})
+    assert len(empty["boxes"]) == 0
+
+
+def test_detector_applies_its_box_fusion():
+    """Built with ``class_box_fusion={"Lum": 0.2}``, a detector outputs ``fuse_boxes`` of what the same weights
+    detect without it: fewer ``Lum`` boxes, the same best ``Lum`` score (the image-level implant score), the same
+    ``sco`` boxes; it says so in ``default_cfg``, and unknown classes or IoUs outside (0, 1] are refused."""
+    from spinebench.models.detectors import fuse_boxes
+
+    torch.manual_seed(0)
+    plain = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    _cumulative_batchnorm(plain)
+    plain.train()
+    plain(*_det_batch())
+    fused = create_model("det_faster_rcnn_inception_v2", class_box_fusion={"Lum": 0.2}, **DET_KW)
+    fused.load_state_dict(plain.state_dict())
+    image = torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for model in (plain, fused):
+        model.eval()
+        model.roi_heads.score_thresh = 0.0
+        with torch.no_grad():
+            outs.append(model([image])[0])
+    [expected] = fuse_boxes([outs[0]], {LABEL_MAP["Lum"]: 0.2})
+    for k in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(outs[1][k], expected[k])
+    lum = [o["labels"] == LABEL_MAP["Lum"] for o in outs]
+    assert 0 < int(lum[1].sum()) < int(lum[0].sum())
+    assert float(outs[1]["scores"][lum[1]].max()) == float(outs[0]["scores"][lum[0]].max())
+    assert fused.default_cfg["class_box_fusion"] == {"Lum": 0.2} and plain.default_cfg["class_box_fusion"] == {}
+    for bad in ({"implant": 0.2}, {"Lum": 1.5}):
+        with pytest.raises(SpinebenchError, match="class_box_fusion"):
+            create_model("det_faster_rcnn_inception_v2", class_box_fusion=bad, **DET_KW)
+
+
 def test_detector_applies_its_class_nms_thresholds():
     """Built with ``class_nms_thresh={"Lum": 0.3}``, no two ``Lum`` boxes it outputs overlap by more than 0.3 (the
     same weights without it do, at random init), it says so in ``default_cfg``, and unknown classes are refused."""
