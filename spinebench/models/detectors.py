@@ -152,10 +152,15 @@ def class_nms(detections: list[dict], thresholds: dict[int, float]) -> list[dict
             if len(idx) > 1:
                 keep[idx] = False
                 keep[idx[nms(det["boxes"][idx].float(), det["scores"][idx].float(), thr)]] = True
-        kept = {k: v[keep] for k, v in det.items()}
-        order = kept["scores"].argsort(descending=True)
-        out.append({k: v[order] for k, v in kept.items()})
+        out.append(_kept_by_score(det, keep))
     return out
+
+
+def _kept_by_score(det: dict, keep: torch.Tensor) -> dict:
+    """The entries of one image's detections where ``keep``, sorted by falling score."""
+    kept = {k: v[keep] for k, v in det.items()}
+    order = kept["scores"].argsort(descending=True)
+    return {k: v[order] for k, v in kept.items()}
 
 
 def fuse_boxes(detections: list[dict], thresholds: dict[int, float]) -> list[dict]:
@@ -194,9 +199,7 @@ def fuse_boxes(detections: list[dict], thresholds: dict[int, float]) -> list[dic
                     boxes[idx[i]] = ((b[group] * w[:, None]).sum(0) / w.sum().clamp(min=1e-12)).to(boxes.dtype)
                     keep[idx[group]] = False
                     keep[idx[i]] = True
-        kept = {k: v[keep] for k, v in {**det, "boxes": boxes}.items()}
-        order = kept["scores"].argsort(descending=True)
-        out.append({k: v[order] for k, v in kept.items()})
+        out.append(_kept_by_score({**det, "boxes": boxes}, keep))
     return out
 
 
