@@ -18,7 +18,6 @@ Results: ``benchmarks/results/box_fusion_<device>.csv`` (appended): one row per 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,12 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 COLUMNS = ["model", "weights", "weights_run", "data", "on", "n_images", "box_nms", "post", "ap50_Lum", "map_Lum",
            "git_commit"]
-
-
-def split_ids(path: str, on: str) -> set[str]:
-    """The image ids of split ``on`` in a run's ``split.csv``."""
-    with open(path, newline="") as f:
-        return {row["image_id"] for row in csv.DictReader(f) if row["split"] == on}
 
 
 def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dict]]:
@@ -50,6 +43,7 @@ def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dic
 
 def main(argv=None) -> int:
     from spinebench.data.sources import load_records
+    from spinebench.data.splits import apply_split_file
     from spinebench.engine.runner import _decoded
     from spinebench.engine.train import predict
     from spinebench.evaluation.detection import detection_map
@@ -66,7 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fusion", nargs="+", type=float, default=[0.1, 0.15, 0.2, 0.3], help="Lum fusion IoUs")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/box_fusion_cpu.csv)")
     args = ap.parse_args(argv)
-    keep = split_ids(args.split_file, args.on) if args.split_file else None
+    if args.split_file and not Path(args.split_file).is_file():
+        ap.error(f"split file not found: {args.split_file}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "box_fusion_cpu.csv")
     decoded = {}
     for folder in args.weights:
@@ -78,11 +73,13 @@ def main(argv=None) -> int:
             rec = recs[name]
             side = rec.cache_side
             if side not in decoded:
-                records = [r for r in load_records(args.data, max_side=side) if keep is None or r["image_id"] in keep]
+                records = load_records(args.data, max_side=side)
+                if args.split_file:   # the run's own cut (apply_split_file), then only its --on split
+                    records = [r for r in apply_split_file(records, args.split_file) if r["split"] == args.on]
                 decoded[side] = _decoded(records, side)
             data = decoded[side].with_transform(rec.transform())
             base = {"model": name, "weights": folder, "weights_run": rec.run_id or "", "data": " ".join(args.data),
-                    "on": args.on if keep is not None else "all", "n_images": len(data), "git_commit": git_commit()}
+                    "on": args.on if args.split_file else "all", "n_images": len(data), "git_commit": git_commit()}
             model = rec.load("cpu")
             runs = [("as_saved", model.roi_heads.nms_thresh, None)] + [("raw", t, t) for t in args.nms]
             for kind, shown, nms in runs:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import load_benchmark
 
+
 @pytest.fixture(scope="module")
 def gpu_paper():
     return load_benchmark("gpu_paper")

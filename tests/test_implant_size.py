@@ -6,8 +6,6 @@ a gap between IoU 0.3 and 0.5 is localisation), so it is checked on boxes with a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,6 @@ from conftest import load_benchmark
 
 from spinebench import LABEL_MAP
 
-ROOT = Path(__file__).resolve().parent.parent
 LUM, SCO = LABEL_MAP["Lum"], LABEL_MAP["sco"]
 
 

@@ -13,6 +13,7 @@ from conftest import load_benchmark
 from spinebench.data import synth
 from spinebench.data.sources import load_records
 
+
 @pytest.fixture(scope="module")
 def vis():
     return load_benchmark("bench_implant_visibility")
