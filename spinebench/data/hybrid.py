@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def _file_stem(image_id: str) -> str:
 
 
 def _cache_key(chosen: list[dict]) -> str:
-    parts = [f"hybrid v{HYBRID_VERSION} render v{render.RENDER_VERSION}"]
+    # the drawing code's own hash too (render.code_fingerprint): films drawn by other code are never read back
+    parts = [f"hybrid v{HYBRID_VERSION} render v{render.RENDER_VERSION} "
+             f"code {render.code_fingerprint(render, sys.modules[__name__])}"]
     for r in sorted(chosen, key=lambda r: r["image_id"]):
         try:
             st = os.stat(r["path"])

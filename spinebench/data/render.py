@@ -28,6 +28,28 @@ from scipy import ndimage as ndi
 #: Changing anything that alters drawn pixels bumps this (the caches of synth and hybrid key on it).
 RENDER_VERSION = 2
 
+
+def code_fingerprint(*modules) -> str:
+    """The first 12 hex digits of the sha256 of these modules' source files: what cached pixels depend on beyond
+    the version numbers.
+
+    Why: the caches of generated films (``synth``, ``hybrid:``) were keyed on the version numbers alone, so films
+    drawn by other code under the same number (a change that forgot the bump, an experiment on a checkout) were
+    read back as if current: an experiment once trained on such a stale set and measured a gain it did not have
+    (docs/results.md, session 31). With the sources' hash in the key a cache is redrawn whenever the drawing code
+    differs. "unknown" where a source file cannot be read (a frozen install): the version numbers alone, as before.
+    """
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    try:
+        for m in modules:
+            h.update(Path(m.__file__).read_bytes())
+    except (OSError, TypeError, AttributeError):
+        return "unknown"
+    return h.hexdigest()[:12]
+
 #: Typical lumbar vertebral body width (mm); turns landmark sizes into a mm scale for implant dimensions.
 LUMBAR_WIDTH_MM = 45.0
 #: Metal attenuation: display opacity of a thickness t is 1 - exp(-METAL_MU * t); t = 1 is a screw shaft.

@@ -923,8 +923,17 @@ def generate(out: str | os.PathLike, n: int = DEFAULT_N, seed: int = DEFAULT_SEE
         bar.close()
     assign_splits(records, seed=seed)
     write_manifest(records, out / "manifest.csv")
-    marker.write_text(f"generator v{GENERATOR_VERSION} n={n} seed={seed} scale={scale:g}\n")
+    marker.write_text(_marker_text(n, seed, scale))
     return read_manifest(out / "manifest.csv")
+
+
+def _marker_text(n: int, seed: int, scale: float) -> str:
+    """What a finished set's completion marker says: the generator's version and code (``render.code_fingerprint``
+    of this module and ``render``), and the set's settings. A cached set is reused only when it says the same."""
+    import sys
+
+    code = render.code_fingerprint(sys.modules[__name__], render)
+    return f"generator v{GENERATOR_VERSION} code {code} n={n} seed={seed} scale={scale:g}\n"
 
 
 def _start_methods() -> list[str]:
@@ -1007,10 +1016,15 @@ def default_dir(n: int | None = None, seed: int = DEFAULT_SEED, scale: float = 1
 
 def ensure_default(n: int | None = None, seed: int = DEFAULT_SEED, workers: int | None = None,
                    scale: float = 1.0) -> Path:
-    """The default set, generated into the cache the first time (a completion marker guards half-written sets)."""
+    """The default set, generated into the cache the first time (a completion marker guards half-written sets), and
+    again where the marker says other generator code drew it (:func:`_marker_text`)."""
     out = default_dir(n, seed, scale)
-    if not (out / COMPLETE_MARKER).exists() or not (out / "manifest.csv").exists():
-        n = DEFAULT_N if n is None else n
+    n = DEFAULT_N if n is None else n
+    marker = out / COMPLETE_MARKER
+    current = marker.is_file() and marker.read_text() == _marker_text(n, seed, scale)
+    if not current or not (out / "manifest.csv").exists():
+        if marker.is_file():
+            log.warning("the cached synthetic set in %s was drawn by other generator code; drawing it again", out)
         log.info("generating the default synthetic set (%d images, seed %d, scale %g) into %s", n, seed, scale, out)
         generate(out, n=n, seed=seed, workers=workers, scale=scale)
     return out
