@@ -50,6 +50,7 @@ def code_fingerprint(*modules) -> str:
         return "unknown"
     return h.hexdigest()[:12]
 
+
 #: Typical lumbar vertebral body width (mm); turns landmark sizes into a mm scale for implant dimensions.
 LUMBAR_WIDTH_MM = 45.0
 #: Metal attenuation: display opacity of a thickness t is 1 - exp(-METAL_MU * t); t = 1 is a screw shaft.
