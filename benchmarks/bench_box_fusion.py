@@ -44,7 +44,7 @@ def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dic
 def main(argv=None) -> int:
     from spinebench.data.sources import load_records
     from spinebench.data.splits import apply_split_file
-    from spinebench.engine.runner import _decoded
+    from spinebench.engine.runner import decoded_dataset
     from spinebench.engine.train import predict
     from spinebench.evaluation.detection import detection_map
     from spinebench.evaluation.results import append_csv_row, git_commit
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                 records = load_records(args.data, max_side=side)
                 if args.split_file:   # the run's own cut (apply_split_file), then only its --on split
                     records = [r for r in apply_split_file(records, args.split_file) if r["split"] == args.on]
-                decoded[side] = _decoded(records, side)
+                decoded[side] = decoded_dataset(records, side)
             data = decoded[side].with_transform(rec.transform())
             base = {"model": name, "weights": folder, "weights_run": rec.run_id or "", "data": " ".join(args.data),
                     "on": args.on if args.split_file else "all", "n_images": len(data), "git_commit": git_commit()}

@@ -66,7 +66,7 @@ def size_quarters(heights: np.ndarray, y: np.ndarray) -> list[tuple[float, float
 def main(argv=None) -> int:
     from spinebench.data.records import boxes_cover_findings
     from spinebench.data.sources import load_records
-    from spinebench.engine.runner import _decoded
+    from spinebench.engine.runner import decoded_dataset
     from spinebench.engine.train import predict
     from spinebench.evaluation.results import append_csv_row, git_commit
     from spinebench.models import model_info
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     heights = np.array([implant_height(r) for r in records])
     y = np.array([int(r["implant"]) for r in records])
     quarters = size_quarters(heights, y)
-    data = _decoded(records, side)
+    data = decoded_dataset(records, side)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_size_cpu.csv")
     for name in names:
         rec = recs[name]

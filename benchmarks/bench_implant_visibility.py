@@ -142,7 +142,7 @@ def band_aurocs(y: np.ndarray, p: np.ndarray, contrast: np.ndarray) -> dict:
 def main(argv=None) -> int:
     from spinebench.data.sources import load_records
     from spinebench.data.splits import assign_splits
-    from spinebench.engine.runner import _decoded
+    from spinebench.engine.runner import decoded_dataset
     from spinebench.engine.train import predict
     from spinebench.evaluation.results import append_csv_row, git_commit
     from spinebench.tasks.base import auroc
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         records = [r for r in assign_splits(records, seed=0) if r["split"] == args.split]
     pairs = hybrid_pairs(records) if hybrid else rendered_pairs(records, args.seed, args.scale)
     y = np.array([int(r["implant"]) for r in records])
-    data = _decoded(records, side)
+    data = decoded_dataset(records, side)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_visibility_cpu.csv")
     for name in names:
         rec = recs[name]

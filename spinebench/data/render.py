@@ -16,9 +16,11 @@ as the landmarks; boxes are ``[x0, y0, x1, y1]`` with ``x1``/``y1`` the far pixe
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,9 +41,6 @@ def code_fingerprint(*modules) -> str:
     (docs/results.md, session 31). With the sources' hash in the key a cache is redrawn whenever the drawing code
     differs. "unknown" where a source file cannot be read (a frozen install): the version numbers alone, as before.
     """
-    import hashlib
-    from pathlib import Path
-
     h = hashlib.sha256()
     try:
         for m in modules:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -930,8 +931,6 @@ def generate(out: str | os.PathLike, n: int = DEFAULT_N, seed: int = DEFAULT_SEE
 def _marker_text(n: int, seed: int, scale: float) -> str:
     """What a finished set's completion marker says: the generator's version and code (``render.code_fingerprint``
     of this module and ``render``), and the set's settings. A cached set is reused only when it says the same."""
-    import sys
-
     code = render.code_fingerprint(sys.modules[__name__], render)
     return f"generator v{GENERATOR_VERSION} code {code} n={n} seed={seed} scale={scale:g}\n"
 

@@ -46,14 +46,14 @@ def _git_commit() -> str:
     return git_commit()
 
 
-def _decoded(records: list[dict], side: int) -> SpineDataset:
+def decoded_dataset(records: list[dict], side: int) -> SpineDataset:
     """Every image decoded once and kept downscaled to ``side`` (decoding threads: up to 4 cores)."""
     return SpineDataset(records, max_side=side, workers=min(4, available_cores()))
 
 
 def _split_datasets(records: list[dict], cache_side: int) -> dict[str, SpineDataset]:
     """Decode every image once (shared by all models of the run), then split into views."""
-    full = _decoded(records, cache_side)
+    full = decoded_dataset(records, cache_side)
     out = {}
     for split in ("train", "val", "test"):
         idx = [i for i, r in enumerate(records) if r["split"] == split]
@@ -592,7 +592,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             info = model_info(name)
             task = get_task(info["task"])
             if rec.cache_side not in by_side:
-                by_side[rec.cache_side] = _decoded(chosen, rec.cache_side)
+                by_side[rec.cache_side] = decoded_dataset(chosen, rec.cache_side)
             ds = task.scorable(by_side[rec.cache_side])
             if not len(ds):
                 raise SpinebenchError(f"{name} ({task.name}) can score none of the chosen images")
