@@ -500,3 +500,19 @@ def test_every_cobb_model_is_a_landmark_model_and_the_heatmaps_have_no_prior(any
     changed = {k for k, v in any_model.state_dict().items() if not torch.equal(v, before[k])}
     # only the regression has a prior; nothing else moves before training
     assert changed == ({"prior"} if any_model.default_cfg["name"] == "cobb_regress_resnet10t" else set())
+
+
+def test_training_leaves_out_films_with_a_vertebra_out_of_place(tmp_path):
+    """A film whose "L5" is annotated above T1 (as in 18 AASCE films) does not train the landmark model; it is
+    still scored, and the films in order all train."""
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.tasks.cobb import CobbTask
+
+    recs = _write_spines(tmp_path, 4, size=(300, 140))
+    lm = np.asarray(recs[1]["landmarks"])
+    lm[64:] -= [0, lm[67, 1] - lm[:4, 1].min() + 5]  # L5 moved above T1
+    recs[1]["landmarks"] = lm.tolist()
+    ds = SpineDataset(recs, max_side=300)
+    task = CobbTask()
+    assert [r["image_id"] for r in task.trainable(ds, "m").records] == ["t/0", "t/2", "t/3"]
+    assert len(task.scorable(ds)) == 4

@@ -158,3 +158,29 @@ def test_no_hardware_on_malformed_vertebrae():
     img = np.full((truth.landmarks[:, 1].max().astype(int) + 50, 400), 0.5, np.float32)
     out, boxes, constructs = render.add_hardware(img, flat, np.random.default_rng(0))
     assert boxes == [] and constructs == [] and np.array_equal(out, img)
+
+
+def test_no_hardware_on_vertebrae_out_of_place():
+    """In 18 AASCE training films the body annotated as L5 sits above T1 (and in others on top of L4): a
+    plan on it drew rods from the neck to the pelvis. Such a body is out of place (and, lying on another, both
+    are); plans never reach it, and every box stays on the annotated column."""
+    from spinebench.data import render
+
+    img, truth = synth.render_image(0, 1, 0)
+    lm, margin = truth.landmarks.copy(), 0.05 * img.shape[0]
+    assert render.plausible(render.vertebrae_from_landmarks(lm)).all()
+    top = lm[:4, 1].min()
+    on_top = lm.copy()
+    on_top[64:] -= [0, on_top[67, 1] - top + 20]  # L5 drawn above T1, as in ...-227 E AP
+    assert render.plausible(render.vertebrae_from_landmarks(on_top)).tolist() == [i != 16 for i in range(17)]
+    stacked = lm.copy()
+    stacked[64:] = lm[60:64] + [3, 2]  # L5 on L4, as in ...-25-Jul-2016-15 B AP
+    assert render.plausible(render.vertebrae_from_landmarks(stacked)).tolist() == [i < 15 for i in range(17)]
+    rng = np.random.default_rng(0)
+    for bad, worst in ((on_top, 16), (stacked, 15)):
+        spine_y = bad[:worst * 4, 1]
+        for kind in [None] * 20 + ["pedicle_rod", "long_fusion", "single_screw"] * 5:
+            for con in render.plan_hardware(bad, rng, kind):
+                assert max(con.levels) < worst
+                x0, y0, x1, y1 = con.extent()
+                assert spine_y.min() - margin < y0 and y1 < spine_y.max() + margin
