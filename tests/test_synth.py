@@ -297,3 +297,26 @@ def test_cli_and_contact_sheet(tmp_path, synth_dir):
     assert Image.open(sheet).size[1] > 400
     sheet2 = synth.contact_sheet(tmp_path / "s2.png", source=synth_dir, n=4)
     assert Image.open(sheet2).size[0] > 4 * 100
+
+
+def test_synthetic_thoracic_rods_sit_wider_than_the_hybrid_ones():
+    """Long fusions on synthetic films put the thoracic screw heads, and so the rods, about
+    THORACIC_SCREW_HEAD body widths out from the centre; drawn without it (the hybrid renders on real films) they
+    sit at the body's edge."""
+    _, truth = synth.render_image(0, 1, 0)
+    lm = truth.landmarks
+    mid = render.vertebrae_from_landmarks(lm)[7]  # T8
+    assert synth.THORACIC_SCREW_HEAD > 0.6
+
+    def rods_apart(head):
+        con = render.plan_hardware(lm, np.random.default_rng(3), "long_fusion", thoracic_head=head)[0]
+        assert min(con.levels) < 7 < max(con.levels)
+        xs = []
+        for part in con.parts:
+            if part.layer == render.LAYER_ROD and len(part.pts) > 2:  # the rods, not the cross-link
+                near = np.abs((part.pts - mid.center) @ mid.v) < mid.height
+                xs.append(float(np.mean((part.pts[near] - mid.center) @ mid.u)))
+        return (max(xs) - min(xs)) / mid.width
+
+    assert abs(rods_apart(synth.THORACIC_SCREW_HEAD) - 2 * synth.THORACIC_SCREW_HEAD) < 0.25
+    assert abs(rods_apart(None) - 1.0) < 0.2

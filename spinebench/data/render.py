@@ -307,11 +307,18 @@ def _screw(parts: list[Part], head: np.ndarray, tip: np.ndarray, diameter: float
 
 
 def _pedicle_screw(parts, vt: Vertebra, side: int, ppm: float, rng, conv: float, rod_dir=None,
-                   tulip: bool = True, sacral: bool = False) -> np.ndarray:
-    """Screw through one pedicle; returns the head position (where the rod passes)."""
-    lat = rng.normal(0.5, 0.02) if not sacral else rng.normal(0.46, 0.02)
-    head = vt.at(side * lat, rng.normal(-0.14, 0.04))
-    reach = conv * (0.7 if sacral else 1.0)  # S1 screws converge more but are foreshortened more
+                   tulip: bool = True, sacral: bool = False, head_at: float | None = None) -> np.ndarray:
+    """Screw through one pedicle; returns the head position (where the rod passes). ``head_at``: the head this
+    many body widths out from the centre (about, sd 0.05), the tip 0-0.15 widths short of the centre line;
+    None: at the body's edge, converging by ``conv`` widths."""
+    if head_at is not None:
+        lat = rng.normal(head_at, 0.05)
+        head = vt.at(side * lat, rng.normal(-0.14, 0.04))
+        reach = lat - rng.uniform(0.0, 0.15)
+    else:
+        lat = rng.normal(0.5, 0.02) if not sacral else rng.normal(0.46, 0.02)
+        head = vt.at(side * lat, rng.normal(-0.14, 0.04))
+        reach = conv * (0.7 if sacral else 1.0)  # S1 screws converge more but are foreshortened more
     tip = vt.at(side * (lat - reach), rng.normal(-0.05, 0.05) + (0.1 if sacral else 0.0))
     diameter = rng.choice([5.5, 6.5, 7.5]) * ppm if vt.width / ppm > 30 else rng.choice([4.5, 5.0, 5.5]) * ppm
     _screw(parts, head, tip, float(diameter), ppm, rng, tulip=tulip, rod_dir=rod_dir)
@@ -362,7 +369,8 @@ def _cage(parts, upper: Vertebra, lower: Vertebra, ppm: float, rng) -> None:
 
 
 def _rod_construct(verts: list[Vertebra], levels: list[int], ppm: float, rng, kind: str,
-                   sides=(-1, 1), cage_discs=(), skip: float = 0.0) -> Construct:
+                   sides=(-1, 1), cage_discs=(), skip: float = 0.0, thoracic_head: float | None = None
+                   ) -> Construct:
     c = Construct(kind, tuple(levels))
     conv = rng.uniform(0.34, 0.5)
     for side in sides:
@@ -373,7 +381,8 @@ def _rod_construct(verts: list[Vertebra], levels: list[int], ppm: float, rng, ki
                 continue  # long constructs skip some levels
             nxt = verts[levels[min(i + 1, len(levels) - 1)]].center - verts[levels[max(i - 1, 0)]].center
             heads.append(_pedicle_screw(c.parts, vt, side, ppm, rng, conv, rod_dir=nxt,
-                                        sacral=(lvl == len(verts) - 1 and len(verts) == 18)))
+                                        sacral=(lvl == len(verts) - 1 and len(verts) == 18),
+                                        head_at=thoracic_head if lvl < 12 else None))
         if len(heads) >= 2:
             heads = np.array(heads)
             over = rng.uniform(4, 10) * ppm
@@ -383,19 +392,23 @@ def _rod_construct(verts: list[Vertebra], levels: list[int], ppm: float, rng, ki
                              heads[-1] + over * d1 / (np.hypot(*d1) or 1.0)])
             _tube(c.parts, smooth_path(pts), rng.choice([5.5, 6.0, 6.35]) * ppm, LAYER_ROD)
     if len(sides) == 2 and len(levels) >= 4 and rng.random() < 0.4:  # a cross-link between the rods
-        mid = verts[levels[len(levels) // 2]]
-        _tube(c.parts, [mid.at(-0.42, 0.5), mid.at(0.42, 0.5)], 4.0 * ppm, LAYER_ROD)
+        mid = levels[len(levels) // 2]
+        reach = thoracic_head - 0.08 if thoracic_head is not None and mid < 12 else 0.42  # from rod to rod
+        _tube(c.parts, [verts[mid].at(-reach, 0.5), verts[mid].at(reach, 0.5)], 4.0 * ppm, LAYER_ROD)
     for lvl in cage_discs:
         _cage(c.parts, verts[lvl], verts[lvl + 1], ppm, rng)
     return c
 
 
 def plan_hardware(landmarks, rng: np.random.Generator, kind: str | None = None, *,
-                  s1: np.ndarray | None = None, allow_long: bool = True) -> list[Construct]:
+                  s1: np.ndarray | None = None, allow_long: bool = True,
+                  thoracic_head: float | None = None) -> list[Construct]:
     """Place hardware as a surgeon would, from 68 landmarks (T1..L5). Returns one or two constructs.
 
     ``kind`` forces a construct type (one of HARDWARE_KINDS); None draws one, mostly lumbar screw-rod
     constructs. ``s1`` (4 corners) is the sacrum's top vertebra when known; otherwise it is extrapolated from L5.
+    ``thoracic_head``: thoracic screw heads (and so the rods) this many body widths out from the centre
+    (the synthetic films' :data:`spinebench.data.synth.THORACIC_SCREW_HEAD`); None: at the body's edge.
     """
     verts = vertebrae_from_landmarks(landmarks)
     s1v = vertebrae_from_landmarks(s1)[0] if s1 is not None else extrapolate_s1(verts)
@@ -404,14 +417,14 @@ def plan_hardware(landmarks, rng: np.random.Generator, kind: str | None = None, 
     verts = verts + [s1v]  # index 17 = S1
     ok[17] = plausible(verts)[17] and ok[16]  # an extrapolated S1 is only as good as L5
     for _ in range(20):  # draw again when the plan lands on a malformed vertebra
-        plan = _plan(verts, np.random.default_rng(rng.integers(2 ** 63)), kind, allow_long)
+        plan = _plan(verts, np.random.default_rng(rng.integers(2 ** 63)), kind, allow_long, thoracic_head)
         if all(ok[lv] for con in plan for lv in range(min(con.levels), max(con.levels) + 1)):
             return plan
     return []
 
 
-def _plan(verts: list[Vertebra], rng: np.random.Generator, kind: str | None, allow_long: bool
-          ) -> list[Construct]:
+def _plan(verts: list[Vertebra], rng: np.random.Generator, kind: str | None, allow_long: bool,
+          thoracic_head: float | None = None) -> list[Construct]:
     ppm = mm_scale(verts[:17])
     if kind is None:
         kinds = ["pedicle_rod", "cage", "plate", "single_screw"] + (["long_fusion"] if allow_long else [])
@@ -433,11 +446,13 @@ def _plan(verts: list[Vertebra], rng: np.random.Generator, kind: str | None, all
             levels = list(range(low - nseg, low + 1))
             cages = [lv for lv in levels[:-1] if lv >= 12 and rng.random() < 0.45]
         sides = (-1, 1) if rng.random() < 0.93 else (int(rng.choice([-1, 1])),)
-        out.append(_rod_construct(verts, levels, ppm, rng, "pedicle_rod", sides=sides, cage_discs=cages))
+        out.append(_rod_construct(verts, levels, ppm, rng, "pedicle_rod", sides=sides, cage_discs=cages,
+                                  thoracic_head=thoracic_head))
     elif kind == "long_fusion":
         top = int(rng.integers(1, 5))  # T2..T5
         low = int(rng.integers(11, 16))  # T12..L4
-        out.append(_rod_construct(verts, list(range(top, low + 1)), ppm, rng, "long_fusion", skip=0.25))
+        out.append(_rod_construct(verts, list(range(top, low + 1)), ppm, rng, "long_fusion", skip=0.25,
+                                  thoracic_head=thoracic_head))
     elif kind == "cage":
         lvl = int(rng.choice([13, 14, 15, 16], p=[0.1, 0.25, 0.4, 0.25]))
         c = Construct("cage", (lvl, lvl + 1))
@@ -598,7 +613,7 @@ def blend_metal(img: np.ndarray, thick: np.ndarray, rng: np.random.Generator, *,
 
 def add_hardware(img: np.ndarray, landmarks, rng: np.random.Generator, *, kind: str | None = None,
                  s1: np.ndarray | None = None, allow_long: bool = True, halo: float = 0.0,
-                 noise_blur: tuple[float, float] | None = None
+                 noise_blur: tuple[float, float] | None = None, thoracic_head: float | None = None
                  ) -> tuple[np.ndarray, list[list[float]], list[Construct]]:
     """Plan, draw and blend hardware into ``img`` (float [0, 1], bright = dense).
 
@@ -606,7 +621,7 @@ def add_hardware(img: np.ndarray, landmarks, rng: np.random.Generator, *, kind: 
     landmarks offer no sane place for hardware). The image's noise and blur are measured around the lumbar spine
     unless ``noise_blur`` gives them.
     """
-    constructs = plan_hardware(landmarks, rng, kind, s1=s1, allow_long=allow_long)
+    constructs = plan_hardware(landmarks, rng, kind, s1=s1, allow_long=allow_long, thoracic_head=thoracic_head)
     thick, boxes = metal_map(img.shape, constructs)
     if noise_blur is None:
         pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
