@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from spinebench.cobb import N_LANDMARKS, measured_angles, smape
+from spinebench.data.render import in_sequence, vertebrae_from_landmarks
 from spinebench.data.sources import data_kind
 from spinebench.data.transforms import grid_theta, normalize_input, resize
 from spinebench.engine.device import autocast, channels_last
@@ -296,8 +297,6 @@ class CobbTask(Task):
         (:func:`spinebench.data.render.in_sequence`). Why: 26 of the 481 AASCE training films carry a body out of
         place (an "L5" above T1, two bodies on each other): taught as annotated, the model learns an L5 at the
         neck. Validation and test keep them: their angles are the data set's own, computed from those landmarks."""
-        from spinebench.data.render import in_sequence, vertebrae_from_landmarks
-
         keep = [i for i, r in enumerate(ds.records) if r.get("landmarks") is not None
                 and in_sequence(vertebrae_from_landmarks(r["landmarks"])).all()]
         dropped = sum(r.get("landmarks") is not None for r in ds.records) - len(keep)
