@@ -311,14 +311,11 @@ def _pedicle_screw(parts, vt: Vertebra, side: int, ppm: float, rng, conv: float,
     """Screw through one pedicle; returns the head position (where the rod passes). ``head_at``: the head this
     many body widths out from the centre (about, sd 0.05), the tip 0-0.15 widths short of the centre line;
     None: at the body's edge, converging by ``conv`` widths."""
-    if head_at is not None:
-        lat = rng.normal(head_at, 0.05)
-        head = vt.at(side * lat, rng.normal(-0.14, 0.04))
-        reach = lat - rng.uniform(0.0, 0.15)
-    else:
-        lat = rng.normal(0.5, 0.02) if not sacral else rng.normal(0.46, 0.02)
-        head = vt.at(side * lat, rng.normal(-0.14, 0.04))
-        reach = conv * (0.7 if sacral else 1.0)  # S1 screws converge more but are foreshortened more
+    edge = 0.5 if not sacral else 0.46
+    lat = rng.normal(edge, 0.02) if head_at is None else rng.normal(head_at, 0.05)
+    head = vt.at(side * lat, rng.normal(-0.14, 0.04))
+    # S1 screws converge more but are foreshortened more
+    reach = conv * (0.7 if sacral else 1.0) if head_at is None else lat - rng.uniform(0.0, 0.15)
     tip = vt.at(side * (lat - reach), rng.normal(-0.05, 0.05) + (0.1 if sacral else 0.0))
     diameter = rng.choice([5.5, 6.5, 7.5]) * ppm if vt.width / ppm > 30 else rng.choice([4.5, 5.0, 5.5]) * ppm
     _screw(parts, head, tip, float(diameter), ppm, rng, tulip=tulip, rod_dir=rod_dir)
