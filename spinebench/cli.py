@@ -114,7 +114,7 @@ def cmd_run_all(args) -> int:
                       split_seed=args.split_seed, resume=args.resume, epochs=args.epochs,
                       progress=not args.quiet, report=not args.no_report,
                       keep_checkpoints=args.keep_checkpoints, overrides=overrides, precision=args.precision,
-                      lanes=getattr(args, "lanes", 1))
+                      lanes=getattr(args, "lanes", 1), wall_budget_s=getattr(args, "wall_budget", None))
     lb = run_dir / "leaderboard.csv"
     print(_leaderboard_text(lb))
     print(f"run folder: {run_dir}\nleaderboard: {args.results}/leaderboard.csv\nweights: {args.weights}/")
@@ -130,7 +130,8 @@ def _leaderboard_text(rows) -> str:
     if not isinstance(rows, list):
         rows = read_rows(rows)
     cols = ("model", "status", "pretrained", "any_sensitivity", "any_specificity", "accuracy", "loss",
-            "implant_auroc", "scoliosis_auroc", "map_50", "smape", "smape_real", "train_seconds", "latency_ms")
+            "implant_auroc", "scoliosis_auroc", "map_50", "smape", "smape_real", "train_seconds", "epochs",
+            "precision", "latency_ms")
 
     def line(r: dict) -> str:
         cells = []
@@ -227,6 +228,10 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--lanes", type=int, default=1, metavar="N",
                    help="train the models in N processes at once on the one device (a GPU: the paper profile's "
                         "seven in a quarter of the time; on a CPU they share its cores; default 1)")
+    p.add_argument("--wall-budget", type=float, metavar="SECONDS",
+                   help="quick profile: end the run by this many seconds, every model's time budget scaled up or "
+                        "down to share them (default: the profile's 570; a CPU without bf16 units needs ~1500 for "
+                        "the steps one with them gets in 570)")
     p.add_argument("--models", nargs="+", metavar="NAME", help="subset of registered models (default: every one: the six and the Cobb "
                    "model, which is skipped with a note when the data has no landmarks)")
 

@@ -537,3 +537,19 @@ def test_every_command_with_progress_bars_takes_quiet(argv):
     for flag in ("-q", "--quiet"):
         assert build_parser().parse_args([*argv, flag]).sub_quiet is True
     assert build_parser().parse_args(["-q", *argv]).quiet is True
+
+
+def test_a_clock_budgeted_run_warns_on_a_cpu_without_bf16(monkeypatch):
+    """quick on a CPU without bf16 units says its figures are the machine's; with them, on CUDA, or with no wall
+    budget (paper), nothing is said."""
+    from spinebench.engine import runner
+    from spinebench.engine.profiles import get_profile
+
+    quick, paper, cpu = get_profile("quick"), get_profile("paper"), torch.device("cpu")
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: False)
+    note = runner.fp32_budget_note(quick, cpu)
+    assert note and "fp32" in note and "quick" in note and "epochs" in note
+    assert runner.fp32_budget_note(paper, cpu) is None  # no wall budget: nothing is cut
+    assert runner.fp32_budget_note(quick, torch.device("cuda")) is None
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: True)
+    assert runner.fp32_budget_note(quick, cpu) is None

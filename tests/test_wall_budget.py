@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
 
-from spinebench.engine.profiles import budget_scale, budget_seconds, get_profile, scaled_settings
+from spinebench.engine.profiles import budget_scale, budget_seconds, get_profile, scaled_settings, with_wall_budget
 from spinebench.engine.train import TrainSettings
 
 
@@ -17,6 +18,8 @@ def test_budget_scale_shares_what_is_left():
     assert budget_scale(600, 10, [100, 100, 200], [8, 8, 8]) == 1.0   # ahead of time: nothing grows
     assert budget_scale(600, 590, [100, 100], [8, 8]) == 0.3          # far behind: the floor, not a starved model
     assert budget_scale(600, 590, [0.0], [8]) == 1.0                  # nothing on a clock to scale
+    # a wall budget the user gives may also stretch them: 556 s for 400 s of budgets
+    assert budget_scale(600, 10, [100, 100, 200], [8, 8, 8], ceiling=math.inf) == pytest.approx(556 / 400)
 
 
 def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
@@ -51,6 +54,32 @@ def test_scaled_settings_scale_training_and_pretraining_only_when_bounded():
     assert scaled_settings(s, 1.0) is s
     assert scaled_settings(TrainSettings(epochs=5), 0.5).time_budget_s is None
     assert budget_seconds(s) == 85 and budget_seconds(TrainSettings(epochs=5)) == 0
+    u = scaled_settings(s, 2.5)                                        # stretched: the epoch cap grows with it
+    assert (u.time_budget_s, u.extra["pretrain_s"], u.epochs) == (125, 87.5, 13)
+
+
+def test_a_given_wall_budget_stretches_the_quick_budgets_and_is_refused_where_it_cannot_apply():
+    import time
+    from types import SimpleNamespace
+
+    from spinebench.engine.runner import _WallBudget
+    from spinebench.errors import SpinebenchError
+
+    quick = get_profile("quick")
+    long = with_wall_budget(quick, 1500)
+    assert (long.wall_budget_s, long.scale_up, quick.scale_up, quick.wall_budget_s) == (1500, True, False, 570)
+    names = ["cls_resnet50", "cls_densenet121", "cls_squeezenet1_1", "cls_inception_v3",
+             "det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2", quick.cobb_model]
+    for prof, grows in ((quick, False), (long, True)):
+        ctx = SimpleNamespace(profile=prof, counts={"train": 418}, budget_scale=1.0, settings=prof.settings_for)
+        wall = _WallBudget(ctx, [(n, 0) for n in names], time.perf_counter() - 60)  # 60 s of data generation
+        wall.before(0)
+        assert (ctx.budget_scale > 2) if grows else (ctx.budget_scale <= 1.0)   # the profile's own only cuts
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(SpinebenchError, match="--wall-budget must be a positive number of seconds"):
+            with_wall_budget(quick, bad)
+    with pytest.raises(SpinebenchError, match="paper profile trains by epochs"):
+        with_wall_budget(get_profile("paper"), 1500)
 
 
 def test_quick_profile_budgets_fit_its_wall_budget():
@@ -82,3 +111,27 @@ def test_run_all_scales_a_late_model_and_leaves_a_given_budget_alone(tiny_data, 
     settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
     assert settings["time_budget_s"] == 40.0
     assert not [r for r in caplog.records if "of its" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_run_all_with_a_wall_budget_gives_a_model_more_time_and_more_epochs(tiny_data, tmp_path, capsys):
+    from test_engine import TINY
+
+    from spinebench.cli import main
+    from spinebench.engine.runner import run_all
+
+    prof = replace(TINY, classifier=replace(TINY.classifier, time_budget_s=1.0, epochs=2), wall_budget_s=20.0)
+    run = run_all(data=[tiny_data], profile=prof, models=["cls_squeezenet1_1"], device="cpu", pretrained="none",
+                  progress=False, report=False, out=tmp_path / "a", results=tmp_path / "ra",
+                  weights_dir=tmp_path / "wa", wall_budget_s=32.0)
+    settings = json.loads((run / "metrics" / "cls_squeezenet1_1-s0.json").read_text())["settings"]
+    assert settings["time_budget_s"] > 3 and settings["epochs"] > 2   # stretched from 1 s and 2 epochs
+    assert json.loads((run / "config.json").read_text())["wall_budget_s"] == 32.0
+    # the CLI: one line, nothing written, where the flag cannot apply
+    for args in (["--wall-budget", "0"], ["--wall-budget", "600", "--time-budget", "50"],
+                 ["--wall-budget", "600", "--profile", "paper"]):
+        rc = main(["-q", "run-all", "--data", tiny_data, "--models", "cls_squeezenet1_1", *args,
+                   "--out", str(tmp_path / "runs"), "--no-report"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--wall-budget" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

@@ -7,6 +7,7 @@ show that the pipeline works end to end and rank models only roughly; say so whe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from spinebench.engine.train import TrainSettings
@@ -35,6 +36,8 @@ class Profile:
     #: models still to train are scaled down together where the clock says the run would end later
     #: (:func:`budget_scale`); None = no limit. A budget given by the user (``--time-budget``) turns it off.
     wall_budget_s: float | None = None
+    #: whether the budgets may also grow to fill ``wall_budget_s`` (``run-all --wall-budget``), not only shrink
+    scale_up: bool = False
 
     def settings_for(self, name: str, n_train: int, image_size: int | None = None) -> TrainSettings:
         """Model ``name``'s TrainSettings in this profile, as its task reads them (``spinebench.tasks``)."""
@@ -204,10 +207,11 @@ PROFILES = {
 
 
 def budget_scale(wall_budget_s: float, elapsed_s: float, budgets_s: list[float], overheads_s: list[float],
-                 tail_s: float = 10.0, floor: float = 0.3) -> float:
-    """The factor (``floor`` to 1) on the time budgets ``budgets_s`` of the models still to train that ends a run
-    by ``wall_budget_s``, ``elapsed_s`` into it, when each model also costs its ``overheads_s`` beyond its budget
-    (set-up, scoring, saving) and the run ``tail_s`` after the last (leaderboards, report).
+                 tail_s: float = 10.0, floor: float = 0.3, ceiling: float = 1.0) -> float:
+    """The factor (``floor`` to ``ceiling``) on the time budgets ``budgets_s`` of the models still to train that ends
+    a run by ``wall_budget_s``, ``elapsed_s`` into it, when each model also costs its ``overheads_s`` beyond its
+    budget (set-up, scoring, saving) and the run ``tail_s`` after the last (leaderboards, report). The profile's own
+    wall budget only cuts (``ceiling`` 1); one the user gives (``run-all --wall-budget``) may also stretch them.
 
     Why: the budgets end each model by the clock, so the run's length is their sum plus what data generation,
     scoring and the CPU's speed add. On a slower CPU that passed the quick profile's ten minutes (a 2-core Xeon:
@@ -219,17 +223,36 @@ def budget_scale(wall_budget_s: float, elapsed_s: float, budgets_s: list[float],
     if total <= 0:
         return 1.0
     left = wall_budget_s - elapsed_s - tail_s - float(sum(overheads_s))
-    return float(min(1.0, max(floor, left / total)))
+    return float(min(ceiling, max(floor, left / total)))
 
 
 def scaled_settings(s: TrainSettings, scale: float) -> TrainSettings:
-    """``s`` with its time budget, and a pre-training budget in ``extra["pretrain_s"]``, times ``scale``."""
-    if scale >= 1 or not s.time_budget_s:
+    """``s`` with its time budget, and a pre-training budget in ``extra["pretrain_s"]``, times ``scale``; a
+    stretched model (``scale`` > 1) also gets its epoch cap times ``scale``, so that the clock, not the cap, still
+    ends it (the cap is set for the profile's own budget: 30 classifier epochs, SqueezeNet's 60, ...)."""
+    if scale == 1 or not s.time_budget_s:
         return s
     extra = dict(s.extra)
     if extra.get("pretrain_s"):
         extra["pretrain_s"] = round(extra["pretrain_s"] * scale, 1)
-    return replace(s, time_budget_s=round(s.time_budget_s * scale, 1), extra=extra)
+    epochs = math.ceil(s.epochs * scale) if scale > 1 else s.epochs
+    return replace(s, time_budget_s=round(s.time_budget_s * scale, 1), extra=extra, epochs=epochs)
+
+
+def with_wall_budget(prof: Profile, wall_budget_s: float) -> Profile:
+    """``prof`` ending its runs by ``wall_budget_s`` seconds, its models' budgets scaled up or down together.
+
+    Why: the quick profile's budgets are seconds, tuned so that `run-all` fits ten minutes on a 2-core CPU with bf16
+    units; a CPU without them (fp32) fits a fifth to half of the steps in them. A user who can wait longer buys
+    those steps back, each model keeping its share (DenseNet-121 given 130 s instead of 50 on a 2-core AVX2 EPYC:
+    24 epochs instead of 9, the AMX Xeon's figures; README, 'On a CPU without bf16').
+    """
+    if prof.wall_budget_s is None:
+        raise SpinebenchError(f"--wall-budget: the {prof.name} profile trains by epochs and steps, not by the clock "
+                              "(use --profile quick)")
+    if not (isinstance(wall_budget_s, (int, float)) and math.isfinite(wall_budget_s) and wall_budget_s > 0):
+        raise SpinebenchError(f"--wall-budget must be a positive number of seconds (got {wall_budget_s})")
+    return replace(prof, wall_budget_s=float(wall_budget_s), scale_up=True)
 
 
 def budget_seconds(s: TrainSettings) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import time
 import traceback
@@ -32,8 +33,10 @@ import torch
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import apply_split_file, assign_splits, write_split_file
-from spinebench.engine.device import available_cores, precision_of, resolve_device, seed_everything, set_precision
-from spinebench.engine.profiles import Profile, budget_scale, budget_seconds, get_profile, scaled_settings
+from spinebench.engine.device import (available_cores, cpu_has_bf16, precision_of, resolve_device, seed_everything,
+                                      set_precision)
+from spinebench.engine.profiles import (Profile, budget_scale, budget_seconds, get_profile, scaled_settings,
+                                        with_wall_budget)
 from spinebench.engine.train import TrainSettings, measure_latency, predict, train_model
 from spinebench.errors import SpinebenchError
 from spinebench.tasks import TASKS, get_task
@@ -97,9 +100,27 @@ class RunContext:
                     pretrained_mode=self.pretrained)
 
     def settings(self, name: str, n_train: int):
-        """Model ``name``'s TrainSettings: the profile's for its task, then the run's overrides."""
+        """Model ``name``'s TrainSettings: the profile's for its task, then the run's overrides (epochs a user gives
+        stay as given when a wall budget stretches the model's time)."""
         s = self.profile.settings_for(name, n_train, self.image_size)
-        return scaled_settings(replace(s, **self.overrides) if self.overrides else s, self.budget_scale)
+        s = scaled_settings(replace(s, **self.overrides) if self.overrides else s, self.budget_scale)
+        return replace(s, epochs=self.overrides["epochs"]) if "epochs" in self.overrides else s
+
+
+def fp32_budget_note(prof: Profile, dev: torch.device) -> str | None:
+    """The warning a clock-budgeted run (quick) gives on a CPU without bf16 matrix units, else None.
+
+    Why: the profile's budgets are seconds, so such a CPU trains in fp32 and fits fewer steps in them (a 2-core
+    AVX2 EPYC, fp32: a fifth to a half of the epochs of a 2-core AMX Xeon in bf16, README), and its figures are
+    lower; a user should read them as the machine's, not as a broken install.
+    """
+    if not prof.wall_budget_s or prof.scale_up or dev.type != "cpu" or cpu_has_bf16():
+        return None
+    return (f"training in fp32: this CPU has no bf16 matrix units (AVX512-BF16 or AMX), so the {prof.name} "
+            "profile's time budgets buy fewer steps than on one that has them (a 2-core AVX2 EPYC: a fifth to a "
+            "half of the epochs of a 2-core AMX Xeon) and the figures are lower; the leaderboard's epochs column "
+            "says how many each model had; `run-all --wall-budget 1500` buys the steps back (README, 'On a CPU "
+            "without bf16')")
 
 
 def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "quick", models: Sequence[str] | None = None,
@@ -109,7 +130,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             split_mode: str = "patient", split_seed: int = 0, resume: str | os.PathLike | None = None,
             epochs: int | None = None, progress: bool = True, report: bool = True,
             keep_checkpoints: bool = False, overrides: dict | None = None, precision: str = "auto",
-            lanes: int = 1) -> Path:
+            lanes: int = 1, wall_budget_s: float | None = None) -> Path:
     """Train and score ``models`` (default: the six models, and the Cobb model when ``data`` has landmarks).
 
     ``overrides`` sets TrainSettings fields for every model (``epochs=``, ``lr=``, ``time_budget_s=``, ...;
@@ -120,7 +141,9 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     ``run_summary.json`` records the run's wall time, bytes written and peak memory. ``precision`` (auto, fp32,
     bf16-mixed; ``engine.device.set_precision``) is the arithmetic of training, recorded in the rows; scores are
     computed in fp32 (``engine.train.predict``). ``lanes`` > 1 trains the models in that many processes at once
-    (``spinebench.engine.lanes``: on a GPU; a resumed run takes one lane).
+    (``spinebench.engine.lanes``: on a GPU; a resumed run takes one lane). ``wall_budget_s`` replaces the
+    profile's wall budget (quick: 570 s) and lets the models' time budgets grow to fill it as well as shrink
+    (:func:`~spinebench.engine.profiles.with_wall_budget`).
     """
     t_start, written_start = time.perf_counter(), _bytes_written()
     if lanes < 1:
@@ -128,6 +151,11 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
     set_precision(precision)
     dist_rank, dist_world = _dist_init(device)
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    if wall_budget_s is not None:
+        if "time_budget_s" in (overrides or {}):
+            raise SpinebenchError("give --wall-budget or --time-budget, not both (a budget for every model leaves "
+                                  "the run's clock nothing to share)")
+        prof = with_wall_budget(prof, wall_budget_s)
     dev = resolve_device(device if dist_world == 1 or device != "auto" else "auto")
     if dist_world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -167,6 +195,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
             config = {"run_id": ctx.run_id, "data": list(data), "profile": prof.name, "cache_side": prof.cache_side,
                       "models": models,
                       "seeds": list(seeds), "device": str(dev), "precision": precision_of(dev),
+                      "wall_budget_s": prof.wall_budget_s,
                       "pretrained": pretrained, "image_size": image_size, "epochs": epochs,
                       "overrides": run_overrides, "split_mode": split_mode, "split_seed": split_seed,
                       "split_counts": counts, "git_commit": ctx.git_commit, "torch": torch.__version__,
@@ -174,6 +203,9 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
                       "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     log.info("run %s: %d images (%s) on %s", ctx.run_id, len(records), counts, dev)
+    note = fp32_budget_note(prof, dev)
+    if note and dist_rank == 0:
+        log.warning(note)
     if lanes > 1 and not resume and dist_world == 1 and len(models) > 1:
         child = dict(data=list(data), profile=prof, seeds=list(seeds), device=device, pretrained=pretrained,
                      image_size=image_size, split_file=str(run_dir / "split.csv"), epochs=epochs,
@@ -238,9 +270,13 @@ class _WallBudget:
     def before(self, i: int) -> None:
         elapsed = time.perf_counter() - self.t_start
         overheads = [self.overhead(j) for j in range(i, len(self.budgets))]
-        scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overheads)
+        scale = budget_scale(self.ctx.profile.wall_budget_s, elapsed, self.budgets[i:], overheads,
+                             ceiling=math.inf if self.ctx.profile.scale_up else 1.0)
         self.ctx.budget_scale = scale
         self.given.append(self.budgets[i] * scale)
+        if scale > 1 and self.budgets[i]:
+            log.info("%s: %.0f of a %.0f s budget (x%.2f), to fill the run's %.0f s (%.0f s elapsed)", self.names[i],
+                     self.budgets[i] * scale, self.budgets[i], scale, self.ctx.profile.wall_budget_s, elapsed)
         if scale < 1 and self.budgets[i]:
             # a warning the first time a model loses a tenth or more: the machine is slower than the profile assumes
             loud = scale < 0.9 and not self.warned
