@@ -54,8 +54,10 @@ def test_scaled_settings_scale_training_and_pretraining_only_when_bounded():
     assert scaled_settings(s, 1.0) is s
     assert scaled_settings(TrainSettings(epochs=5), 0.5).time_budget_s is None
     assert budget_seconds(s) == 85 and budget_seconds(TrainSettings(epochs=5)) == 0
-    u = scaled_settings(s, 2.5)                                        # stretched: the epoch cap grows with it
-    assert (u.time_budget_s, u.extra["pretrain_s"], u.epochs) == (125, 87.5, 13)
+    s = replace(s, checkpoint_every_s=60.0)
+    u = scaled_settings(s, 2.5)                   # stretched: the epoch cap and checkpoint interval grow with it
+    assert (u.time_budget_s, u.extra["pretrain_s"], u.epochs, u.checkpoint_every_s) == (125, 87.5, 13, 150)
+    assert scaled_settings(s, 0.5).checkpoint_every_s == 60           # cut: checkpoints as before
 
 
 def test_a_given_wall_budget_stretches_the_quick_budgets_and_is_refused_where_it_cannot_apply():
