@@ -239,10 +239,9 @@ def scaled_settings(s: TrainSettings, scale: float) -> TrainSettings:
     extra = dict(s.extra)
     if extra.get("pretrain_s"):
         extra["pretrain_s"] = round(extra["pretrain_s"] * scale, 1)
-    if scale < 1:
-        return replace(s, time_budget_s=round(s.time_budget_s * scale, 1), extra=extra)
-    return replace(s, time_budget_s=round(s.time_budget_s * scale, 1), extra=extra, epochs=math.ceil(s.epochs * scale),
-                   checkpoint_every_s=s.checkpoint_every_s * scale)
+    grow = max(scale, 1.0)
+    return replace(s, time_budget_s=round(s.time_budget_s * scale, 1), extra=extra, epochs=math.ceil(s.epochs * grow),
+                   checkpoint_every_s=s.checkpoint_every_s * grow)
 
 
 def with_wall_budget(prof: Profile, wall_budget_s: float) -> Profile:

@@ -100,11 +100,10 @@ class RunContext:
                     pretrained_mode=self.pretrained)
 
     def settings(self, name: str, n_train: int):
-        """Model ``name``'s TrainSettings: the profile's for its task, then the run's overrides (epochs a user gives
-        stay as given when a wall budget stretches the model's time)."""
-        s = self.profile.settings_for(name, n_train, self.image_size)
-        s = scaled_settings(replace(s, **self.overrides) if self.overrides else s, self.budget_scale)
-        return replace(s, epochs=self.overrides["epochs"]) if "epochs" in self.overrides else s
+        """Model ``name``'s TrainSettings: the profile's for its task, scaled to the run's wall budget, then the
+        run's overrides (what a user gives, such as ``--epochs``, is what the model trains with)."""
+        s = scaled_settings(self.profile.settings_for(name, n_train, self.image_size), self.budget_scale)
+        return replace(s, **self.overrides) if self.overrides else s
 
 
 def fp32_budget_note(prof: Profile, dev: torch.device) -> str | None:
