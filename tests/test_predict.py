@@ -112,6 +112,35 @@ def test_probabilities_equal_the_training_pipeline(predictor):
         np.testing.assert_allclose(got, ref, atol=6e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["cls_squeezenet1_1", "cls_densenet121"])
+def test_classifiers_read_the_film_and_its_mirror_image(name, tmp_path):
+    """A classifier's probabilities are the sigmoid of the mean logits of the film and of its mirror image
+    (``tasks.classification.mean_of_looks``): so a mirrored film gets the same call as the film, which one look of
+    an untrained (asymmetric) network does not give."""
+    from PIL import Image
+
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.data.records import make_record
+    from spinebench.engine.train import predict, transforms_for
+    from spinebench.models import create_model
+
+    path = Path(example("implant_and_scoliosis"))
+    Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "mirror.png")
+    recs = [make_record(image_id=p.stem, patient_id="p", source="test", path=str(p))
+            for p in (path, tmp_path / "mirror.png")]
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    ds = SpineDataset(recs, max_side=QUICK_SIDE, workers=1).with_transform(transforms_for(model, (128, 56), False))
+    got = predict(model, ds, torch.device("cpu"))["probs"]
+    np.testing.assert_allclose(got[0], got[1], atol=1e-5)  # the film and its mirror image: one call
+    x = torch.stack([ds[0]["image"], ds[1]["image"]])
+    with torch.inference_mode():
+        film, mirror = model(x), model(x.flip(-1))
+    np.testing.assert_allclose(got, torch.sigmoid((film + mirror) / 2).numpy(), atol=1e-5)
+    one_look = torch.sigmoid(film).numpy()
+    assert np.abs(one_look[0] - one_look[1]).max() > 1e-3  # one look alone reads the two differently
+
+
 def test_detector_batches_group_one_padded_shape_and_keep_the_order(predictor, tmp_path, monkeypatch):
     """Detectors predict several images a batch, only images the model pads to one shape: the boxes and scores are
     each image's own (the demo's batch of one) and come back in the dataset's order."""
