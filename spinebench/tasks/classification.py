@@ -33,13 +33,13 @@ def mean_of_looks(film_logits: torch.Tensor, logits_of: Callable[[torch.Tensor],
 
     Why: training flips films at random (``ClassifierTransform``: a mirrored spine keeps both findings), so the
     mirror image is a film the model has learnt to read, and its errors on the two looks partly cancel (the Cobb
-    model's looks, ``tasks.cobb.LOOKS``, do the same for landmarks). Measured on the four quick classifiers of one
-    run on a 2-core EPYC (fp32), one look against two: scoliosis AUROC on 600 unseen synthetic films 0.848 / 0.881
-    / 0.971 / 0.807 -> 0.857 / 0.894 / 0.980 / 0.854, implant 0.911 / 0.917 / 0.942 / 0.907 -> 0.915 / 0.917 /
-    0.937 / 0.909; implant AUROC on the 626 real hybrid films 0.881 / 0.906 / 0.926 / 0.857 -> 0.883 / 0.908 / 0.939
-    / 0.870 (ResNet-50, DenseNet-121, SqueezeNet, Inception-v3). Six looks (zoom 0.92 / 1 / 1.08, each mirrored)
-    read the curve a little better still (scoliosis 0.874 / 0.906 / 0.983 / 0.861) but the small implants worse
-    (0.914 / 0.913 / 0.935 / 0.904) at three times the cost. A look costs ResNet-50 ~27 ms a film on two cores.
+    model's looks, ``tasks.cobb.LOOKS``, do the same for landmarks). Measured on the four quick classifiers of two
+    runs on a 2-core EPYC (fp32), one look against two, eight pairs: scoliosis AUROC on 600 unseen synthetic films
+    +0.020 on average (higher in 7 of 8: ResNet-50 0.848 -> 0.857, Inception-v3 0.807 -> 0.854, DenseNet-121
+    0.769 -> 0.822, ...), implant AUROC there -0.001 (-0.010 to +0.004), implant AUROC on the 626 real hybrid films
+    +0.008 (higher in 8 of 8, +0.001 to +0.015). Six looks (zoom 0.92 / 1 / 1.08, each mirrored; one run)
+    read the curve a little better still (scoliosis +0.010 over two looks) but the small implants worse (-0.003)
+    at three times the cost. A look costs ResNet-50 ~27 ms a film on two cores.
     """
     return (film_logits.float() + logits_of(x.flip(-1)).float()) / 2
 
