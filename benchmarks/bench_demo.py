@@ -97,6 +97,7 @@ class Naive:
 
     def __call__(self, path: str) -> dict:
         from spinebench.gradcam import target_layer
+        from spinebench.tasks.classification import mean_of_looks
 
         img, _ = load_image(path)
         x = torch.from_numpy(img)[None]
@@ -124,7 +125,9 @@ class Naive:
                 finally:
                     h.remove()
                     model.requires_grad_(False)
-                out[name] = torch.sigmoid(logits.detach())[0].numpy()
+                with torch.no_grad():  # the mirror image's look, as every classifier prediction takes it
+                    logits = mean_of_looks(logits.detach(), model, inp)
+                out[name] = torch.sigmoid(logits)[0].numpy()
             else:
                 from spinebench.evaluation.metrics import image_scores_from_detections
 
