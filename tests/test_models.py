@@ -353,6 +353,41 @@ def test_detector_applies_its_box_fusion():
             create_model("det_faster_rcnn_inception_v2", class_box_fusion=bad, **DET_KW)
 
 
+def test_profiles_detectors_rank_films_they_are_unsure_of():
+    """With the profiles' ``box_score_thresh`` (0.001), a detector whose ``Lum`` scores all fall under torchvision's
+    0.05 floor still keeps its best ``Lum`` box, so the film's implant score is that box's score, not the 0 it would
+    tie at with torchvision's default; the same weights at the default keep no ``Lum`` box. ``default_cfg`` (hence the
+    weights record and model card) says which floor a model was built with."""
+    from spinebench.engine.profiles import PROFILES
+    from spinebench.evaluation.metrics import image_scores_from_detections
+
+    floors = {PROFILES[p].detector_kwargs.get("box_score_thresh") for p in ("quick", "paper")}
+    assert floors == {0.001}
+    torch.manual_seed(0)
+    default = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    _cumulative_batchnorm(default)
+    default.train()
+    default(*_det_batch())
+    with torch.no_grad():   # an unsure detector: background favoured by e^5, so every class score is ~0.005-0.02
+        default.roi_heads.box_predictor.cls_score.bias[0] += 5.0
+    floored = create_model("det_faster_rcnn_inception_v2", box_score_thresh=0.001, **DET_KW)
+    floored.load_state_dict(default.state_dict())
+    image = torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(1))
+    dets = []
+    for model in (default, floored):
+        model.eval()
+        with torch.no_grad():
+            dets.append(model([image])[0])
+    lum = LABEL_MAP["Lum"]
+    implant = FINDINGS.index("implant")
+    assert not bool((dets[0]["labels"] == lum).any())
+    kept = dets[1]["scores"][dets[1]["labels"] == lum]
+    assert len(kept) and 0.001 <= float(kept.max()) < 0.05
+    scores = image_scores_from_detections(dets, 2)[:, implant]
+    assert scores[0] == 0.0 and scores[1] == pytest.approx(float(kept.max()))
+    assert default.default_cfg["box_score_thresh"] == 0.05 and floored.default_cfg["box_score_thresh"] == 0.001
+
+
 def test_detector_applies_its_class_nms_thresholds():
     """Built with ``class_nms_thresh={"Lum": 0.3}``, no two ``Lum`` boxes it outputs overlap by more than 0.3 (the
     same weights without it do, at random init), it says so in ``default_cfg``, and unknown classes are refused."""

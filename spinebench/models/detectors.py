@@ -26,6 +26,9 @@ Design, shared by both (the "why" of each choice):
 - ``class_box_fusion`` (e.g. ``{"Lum": 0.2}``, the quick profile's since session 30, with ``box_nms_thresh=0.7``):
   the boxes of the classes named that overlap a better one are fused into their score-weighted mean
   (:func:`fuse_boxes`) instead of dropped: the quick detectors' loose boxes around one construct partly cancel.
+- ``box_score_thresh`` (torchvision's, 0.05 by default; both profiles' 0.001): the lowest box score kept. A film's
+  implant score is its best ``Lum`` box's, 0 with none, so a floor ties every film a detector is unsure of at 0;
+  the profiles keep the low boxes, which still rank films (``benchmarks/bench_score_floor.py``).
 - ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
   body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
   FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
@@ -278,7 +281,8 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         std=INCEPTION_STD_1CH, weights=entry.weights, pretrained_scope="ImageNet backbone only",
         feature_strides=(8, 16, 32), anchor_sizes=tuple(tuple(s) for s in anchor_sizes),
         aspect_ratios=tuple(aspect_ratios), atrous=bool(atrous_stage), fpn_norm=fpn_norm,
-        box_nms_thresh=model.roi_heads.nms_thresh, class_nms_thresh=class_nms_thresh,
+        box_nms_thresh=model.roi_heads.nms_thresh, box_score_thresh=model.roi_heads.score_thresh,
+        class_nms_thresh=class_nms_thresh,
         class_box_fusion=class_box_fusion,
         classifier="roi_heads.box_predictor", first_conv="backbone.body (timm first conv, in_chans=1)",
     )
