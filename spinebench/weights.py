@@ -171,6 +171,14 @@ class TrainedWeights:
             raise SpinebenchError(f"the record of {self.model} is not attached to a weights folder")
         return self.folder / self.file
 
+    @property
+    def imagenet(self) -> bool:
+        """Whether ImageNet (or COCO) weights were really loaded before training: what a row's ``pretrained`` column
+        means everywhere. A start from a classifier of the same run (``pretrained`` "in-domain:...") is not: it saw
+        only the run's training split, and ``evaluate`` rows said True for such detectors while ``run-all``'s rows
+        for the same weights said False."""
+        return self.pretrained is True or self.pretrained == "imagenet"
+
     def decision_thresholds(self) -> tuple[float, ...]:
         """Per-finding thresholds (validated): finite numbers, one per finding, else SpinebenchError."""
         from spinebench import FINDINGS
@@ -214,7 +222,7 @@ class TrainedWeights:
         except RuntimeError as e:
             raise SpinebenchError(f"{self.path} does not fit {self.model} "
                                   f"({str(e).splitlines()[0]})") from None
-        model.pretrained_loaded = bool(self.pretrained)
+        model.pretrained_loaded = self.imagenet
         self._transform = self._make_transform(model)
         return model.to(device).eval()
 

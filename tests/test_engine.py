@@ -114,6 +114,30 @@ def test_run_all_every_model_one_epoch(tiny_data, tmp_path, capsys):
     assert printed[-1].startswith("wrote 1 row to") and len(read_rows(tmp_path / "eval.csv")) == 3
 
 
+def test_evaluate_rows_say_pretrained_only_for_imagenet_weights(tiny_data, tmp_path):
+    """A row's ``pretrained`` column means ImageNet weights, in ``evaluate`` as in ``run-all``: a detector started
+    in-domain from the run's own classifier (its record's ``pretrained`` "in-domain:cls_inception_v3") is scored
+    False, a model whose record says ImageNet weights were loaded True; the record keeps where it started."""
+    from spinebench.engine.runner import evaluate
+    from spinebench.engine.weights import save_weights
+    from spinebench.weights import trained_records
+
+    kwargs = {"min_size": 96, "max_size": 128, "fpn_channels": 32}
+    started = {"det_faster_rcnn_inception_v2": ("in-domain:cls_inception_v3", kwargs, None),
+               "cls_squeezenet1_1": (True, {}, [64, 64])}
+    for name, (pretrained, kw, size) in started.items():
+        save_weights(create_model(name, pretrained="none", **kw), tmp_path / "w", meta={
+            "model": name, "task": model_info(name)["task"], "thresholds": [0.5, 0.5], "image_size": size,
+            "model_kwargs": kw, "run_id": "20250101-000000-tiny", "cache_side": 96, "pretrained": pretrained})
+    rows = evaluate(weights_dir=tmp_path / "w", data=[tiny_data], models=list(started), device="cpu", split="all",
+                    n_boot=0, progress=False)
+    assert {r["model"]: r["pretrained"] for r in rows} == {"det_faster_rcnn_inception_v2": False,
+                                                           "cls_squeezenet1_1": True}
+    records = trained_records(tmp_path / "w")
+    assert records["det_faster_rcnn_inception_v2"].pretrained == "in-domain:cls_inception_v3"
+    assert not records["det_faster_rcnn_inception_v2"].imagenet and records["cls_squeezenet1_1"].imagenet
+
+
 def _tiny_sets(spec):
     recs = assign_splits(load_records([spec]), seed=0)
     full = SpineDataset(recs, max_side=96)

@@ -639,7 +639,7 @@ def evaluate(*, weights_dir: str | os.PathLike = "weights", data: Sequence[str] 
             metrics = task.score_at(pred, thresholds, n_boot, 0)
             rows.append(make_row(run_id=run_id, model=name, task=task.name, paper_name=info.get("paper_name", ""),
                                  data=" ".join(data), split_file=split_file or "", n_test=len(ds),
-                                 seed="" if rec.seed is None else rec.seed, pretrained=bool(rec.pretrained),
+                                 seed="" if rec.seed is None else rec.seed, pretrained=rec.imagenet,
                                  device=str(dev), precision="fp32", params_m=round(info["params_m"], 3),
                                  input_size="x".join(str(v) for v in rec.input_size or []),
                                  latency_ms=round(measure_latency(model, ds, dev, size), 2),
