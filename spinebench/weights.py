@@ -173,10 +173,10 @@ class TrainedWeights:
 
     @property
     def imagenet(self) -> bool:
-        """Whether ImageNet (or COCO) weights were really loaded before training: what a row's ``pretrained`` column
-        means everywhere. A start from a classifier of the same run (``pretrained`` "in-domain:...") is not: it saw
-        only the run's training split, and ``evaluate`` rows said True for such detectors while ``run-all``'s rows
-        for the same weights said False."""
+        """Whether ImageNet weights were really loaded before training: what a row's ``pretrained`` column means, in
+        ``run-all`` and ``evaluate`` alike. A start from a classifier of the same run (``pretrained``
+        "in-domain:...") is not: it saw only the run's training split, and ``pretrained`` keeps saying where it
+        started."""
         return self.pretrained is True or self.pretrained == "imagenet"
 
     def decision_thresholds(self) -> tuple[float, ...]:
