@@ -41,15 +41,40 @@ def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dic
     return out
 
 
-def main(argv=None) -> int:
+def saved_detectors(folders: list[str], data: list[str], split_file: str | None, on: str, fail):
+    """Every detector of the weights ``folders``, each with ``data``'s images as it reads them (decoded once per
+    cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the columns every row about it
+    starts with: yields (record, dataset, row). ``fail(message)`` is called for a folder without detectors."""
     from spinebench.data.sources import load_records
     from spinebench.data.splits import apply_split_file
     from spinebench.engine.runner import decoded_dataset
-    from spinebench.engine.train import predict
-    from spinebench.evaluation.detection import detection_map
-    from spinebench.evaluation.results import append_csv_row, git_commit
+    from spinebench.evaluation.results import git_commit
     from spinebench.models import model_info
     from spinebench.weights import trained_records
+
+    decoded = {}
+    for folder in folders:
+        recs = trained_records(folder)
+        names = [n for n in recs if model_info(n)["task"] == "detection"]
+        if not names:
+            fail(f"no detector weights in {folder}")
+        for name in names:
+            rec = recs[name]
+            side = rec.cache_side
+            if side not in decoded:
+                records = load_records(data, max_side=side)
+                if split_file:   # the run's own cut (apply_split_file), then only its --on split
+                    records = [r for r in apply_split_file(records, split_file) if r["split"] == on]
+                decoded[side] = decoded_dataset(records, side)
+            ds = decoded[side].with_transform(rec.transform())
+            yield rec, ds, {"model": name, "weights": folder, "weights_run": rec.run_id or "", "data": " ".join(data),
+                            "on": on if split_file else "all", "n_images": len(ds), "git_commit": git_commit()}
+
+
+def main(argv=None) -> int:
+    from spinebench.engine.train import predict
+    from spinebench.evaluation.detection import detection_map
+    from spinebench.evaluation.results import append_csv_row
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
@@ -63,38 +88,23 @@ def main(argv=None) -> int:
     if args.split_file and not Path(args.split_file).is_file():
         ap.error(f"split file not found: {args.split_file}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "box_fusion_cpu.csv")
-    decoded = {}
-    for folder in args.weights:
-        recs = trained_records(folder)
-        names = [n for n in recs if model_info(n)["task"] == "detection"]
-        if not names:
-            ap.error(f"no detector weights in {folder}")
-        for name in names:
-            rec = recs[name]
-            side = rec.cache_side
-            if side not in decoded:
-                records = load_records(args.data, max_side=side)
-                if args.split_file:   # the run's own cut (apply_split_file), then only its --on split
-                    records = [r for r in apply_split_file(records, args.split_file) if r["split"] == args.on]
-                decoded[side] = decoded_dataset(records, side)
-            data = decoded[side].with_transform(rec.transform())
-            base = {"model": name, "weights": folder, "weights_run": rec.run_id or "", "data": " ".join(args.data),
-                    "on": args.on if args.split_file else "all", "n_images": len(data), "git_commit": git_commit()}
-            model = rec.load("cpu")
-            runs = [("as_saved", model.roi_heads.nms_thresh, None)] + [("raw", t, t) for t in args.nms]
-            for kind, shown, nms in runs:
-                if nms is not None:
-                    model.roi_heads.nms_thresh, model.class_nms_thresh, model.class_box_fusion = nms, {}, {}
-                pred = predict(model, data, torch.device("cpu"))
-                sets = {"as_saved": pred["detections"]} if kind == "as_saved" else variants(pred["detections"],
-                                                                                             args.fusion)
-                for post, dets in sets.items():
-                    r = detection_map(dets, pred["targets"])
-                    row = {**base, "box_nms": shown, "post": post, "ap50_Lum": round(r["ap50_Lum"], 4),
-                           "map_Lum": round(r["map_Lum"], 4)}
-                    append_csv_row(out, row, COLUMNS)
-                    print(f"{name} {folder} nms {shown} {post:9s} Lum AP50 {row['ap50_Lum']:.3f} "
-                          f"AP {row['map_Lum']:.3f}", flush=True)
+    for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):
+        name, folder = base["model"], base["weights"]
+        model = rec.load("cpu")
+        runs = [("as_saved", model.roi_heads.nms_thresh, None)] + [("raw", t, t) for t in args.nms]
+        for kind, shown, nms in runs:
+            if nms is not None:
+                model.roi_heads.nms_thresh, model.class_nms_thresh, model.class_box_fusion = nms, {}, {}
+            pred = predict(model, data, torch.device("cpu"))
+            sets = {"as_saved": pred["detections"]} if kind == "as_saved" else variants(pred["detections"],
+                                                                                         args.fusion)
+            for post, dets in sets.items():
+                r = detection_map(dets, pred["targets"])
+                row = {**base, "box_nms": shown, "post": post, "ap50_Lum": round(r["ap50_Lum"], 4),
+                       "map_Lum": round(r["map_Lum"], 4)}
+                append_csv_row(out, row, COLUMNS)
+                print(f"{name} {folder} nms {shown} {post:9s} Lum AP50 {row['ap50_Lum']:.3f} "
+                      f"AP {row['map_Lum']:.3f}", flush=True)
     return 0
 
 

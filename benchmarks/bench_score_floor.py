@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_box_fusion import saved_detectors  # noqa: E402  (this folder is on sys.path when run as a script)
 
 COLUMNS = ["model", "weights", "weights_run", "data", "on", "n_images", "floor", "films_without_lum_box",
            "implant_auroc", "ap50_Lum", "map_Lum", "git_commit"]
@@ -41,16 +42,11 @@ def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from spinebench import FINDINGS
-    from spinebench.data.sources import load_records
-    from spinebench.data.splits import apply_split_file
-    from spinebench.engine.runner import decoded_dataset
     from spinebench.engine.train import predict
     from spinebench.evaluation.detection import detection_map
     from spinebench.evaluation.metrics import image_scores_from_detections
-    from spinebench.evaluation.results import append_csv_row, git_commit
-    from spinebench.models import model_info
+    from spinebench.evaluation.results import append_csv_row
     from spinebench.models.detectors import fuse_boxes
-    from spinebench.weights import trained_records
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
@@ -64,39 +60,23 @@ def main(argv=None) -> int:
         ap.error(f"split file not found: {args.split_file}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "score_floor_cpu.csv")
     implant = FINDINGS.index("implant")
-    decoded = {}
-    for folder in args.weights:
-        recs = trained_records(folder)
-        names = [n for n in recs if model_info(n)["task"] == "detection"]
-        if not names:
-            ap.error(f"no detector weights in {folder}")
-        for name in names:
-            rec = recs[name]
-            side = rec.cache_side
-            if side not in decoded:
-                records = load_records(args.data, max_side=side)
-                if args.split_file:   # the run's own cut (apply_split_file), then only its --on split
-                    records = [r for r in apply_split_file(records, args.split_file) if r["split"] == args.on]
-                decoded[side] = decoded_dataset(records, side)
-            data = decoded[side].with_transform(rec.transform())
-            model = rec.load("cpu")
-            fusion, model.class_box_fusion = model.class_box_fusion, {}
-            model.roi_heads.score_thresh = 0.0
-            pred = predict(model, data, torch.device("cpu"))
-            y = np.asarray(pred["labels"])[:, implant]
-            base = {"model": name, "weights": folder, "weights_run": rec.run_id or "", "data": " ".join(args.data),
-                    "on": args.on if args.split_file else "all", "n_images": len(data), "git_commit": git_commit()}
-            for floor in args.floors:
-                dets = above(pred["detections"], floor)
-                dets = fuse_boxes(dets, fusion) if fusion else dets
-                scores = image_scores_from_detections(dets, len(dets))[:, implant]
-                r = detection_map(dets, pred["targets"])
-                row = {**base, "floor": floor, "films_without_lum_box": int((scores == 0).sum()),
-                       "implant_auroc": round(float(roc_auc_score(y, scores)), 4) if 0 < y.sum() < len(y) else "",
-                       "ap50_Lum": round(r["ap50_Lum"], 4), "map_Lum": round(r["map_Lum"], 4)}
-                append_csv_row(out, row, COLUMNS)
-                print(f"{name} {folder} floor {floor:g}: no Lum box {row['films_without_lum_box']} of {len(dets)}, "
-                      f"implant AUROC {row['implant_auroc']}, Lum AP50 {row['ap50_Lum']:.3f}", flush=True)
+    for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):
+        model = rec.load("cpu")
+        fusion, model.class_box_fusion = model.class_box_fusion, {}
+        model.roi_heads.score_thresh = 0.0
+        pred = predict(model, data, torch.device("cpu"))
+        y = np.asarray(pred["labels"])[:, implant]
+        for floor in args.floors:
+            dets = above(pred["detections"], floor)
+            dets = fuse_boxes(dets, fusion) if fusion else dets
+            scores = image_scores_from_detections(dets, len(dets))[:, implant]
+            r = detection_map(dets, pred["targets"])
+            row = {**base, "floor": floor, "films_without_lum_box": int((scores == 0).sum()),
+                   "implant_auroc": round(float(roc_auc_score(y, scores)), 4) if 0 < y.sum() < len(y) else "",
+                   "ap50_Lum": round(r["ap50_Lum"], 4), "map_Lum": round(r["map_Lum"], 4)}
+            append_csv_row(out, row, COLUMNS)
+            print(f"{base['model']} {base['weights']} floor {floor:g}: no Lum box {row['films_without_lum_box']} of {len(dets)}, "
+                  f"implant AUROC {row['implant_auroc']}, Lum AP50 {row['ap50_Lum']:.3f}", flush=True)
     return 0
 
 
