@@ -50,6 +50,17 @@ SEVERITY_BANDS = ((10.0, "mild"), (25.0, "moderate"), (40.0, "severe"))
 SEVERITY_GRADES = ("none",) + tuple(name for _, name in SEVERITY_BANDS)
 
 
+def curve_span(ends) -> str:
+    """A curve named by its end vertebrae, ``"T5-T12"``, from indices (0 = T1) or names: what the displays show.
+
+    Why not the AASCE names: the challenge's first angle ("PT") is the largest curve wherever it lies, so a
+    reader would take "PT 32 degrees T5-T12" for a proximal thoracic curve. The end vertebrae name a curve the
+    way a clinician does; ``pt``/``mt``/``tl`` stay the keys of every result, as in the challenge's files.
+    """
+    i, j = (VERTEBRA_NAMES.index(e) if isinstance(e, str) else int(e) for e in ends)
+    return f"{VERTEBRA_NAMES[i]}-{VERTEBRA_NAMES[j]}"
+
+
 @dataclass
 class CobbResult:
     """The three AASCE Cobb angles of one spine and the vertebrae that bound each curve."""

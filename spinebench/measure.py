@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from spinebench.cobb import ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, mean_of_looks, severity_grade
+from spinebench.cobb import (ANGLE_NAMES, VERTEBRA_NAMES, CobbResult, cobb_angles, curve_span, mean_of_looks,
+                             severity_grade)
 from spinebench.errors import SpinebenchError
 
 if TYPE_CHECKING:
@@ -195,12 +196,12 @@ def render_overlay(image: np.ndarray, landmarks, result: CobbResult | dict | Non
             c, d = (left[v] + right[v]) / 2, right[v] - left[v]
             draw.line([tuple(c - 1.1 * d), tuple(c + 1.1 * d)], fill=colour, width=width)
         v0 = ends[0]
-        label = f"{name.upper()} {res.angles[k]:.1f}\u00b0 {VERTEBRA_NAMES[ends[0]]}-{VERTEBRA_NAMES[ends[1]]}"
+        label = f"{res.angles[k]:.1f}\u00b0 {curve_span(ends)}"
         tx = float(min(w - 10 * font.size, right[v0, 0] + 1.2 * (right[v0, 0] - left[v0, 0])))
         draw.text((max(0.0, tx), float(left[v0, 1]) + (k - 1) * 1.2 * font.size), label, fill=colour, font=font,
                   stroke_width=max(1, font.size // 12), stroke_fill=(0, 0, 0))
-    name, big, _ = res.largest
-    draw.text((10, 10), f"largest {name.upper()} {big:.1f}\u00b0: {severity_grade(big)}", fill=(255, 255, 255),
+    _, big, ends = res.largest
+    draw.text((10, 10), f"largest {big:.1f}\u00b0 {curve_span(ends)}: {severity_grade(big)}", fill=(255, 255, 255),
               font=font, stroke_width=max(1, font.size // 12), stroke_fill=(0, 0, 0))
     return np.asarray(im, dtype=np.uint8)
 
@@ -223,14 +224,15 @@ def cmd_measure(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    cols = ("file", "pt", "mt", "tl", "largest", "grade", "ms")
-    table = [[Path(r["file"]).name, *(f"{r[c]:.1f}" for c in ("pt", "mt", "tl", "largest")), r["grade"],
-              f"{r['ms']:.0f}"] for r in rows]
+    cols = ("file", "pt", "mt", "tl", "largest", "curve", "grade", "ms")
+    table = [[Path(r["file"]).name, *(f"{r[c]:.1f}" for c in ("pt", "mt", "tl", "largest")),
+              curve_span(r["end_vertebrae"][r["largest_curve"]]), r["grade"], f"{r['ms']:.0f}"] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(widths[i]) for i, c in enumerate(cols)))
     for t in table:
         print("  ".join(v.ljust(widths[i]) for i, v in enumerate(t)))
-    print(f"angles in degrees (AASCE PT/MT/TL); model {rows[0]['model']}; research use, not a diagnosis"
+    print(f"angles in degrees (AASCE PT/MT/TL: PT is the largest curve wherever it lies; curve: its end vertebrae); "
+          f"model {rows[0]['model']}; research use, not a diagnosis"
           if rows else "no images")
     return 0
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spinebench.cobb import (
-    CobbResult, cobb_angles, cobb_angles_many, landmarks_from_flat, scoliosis_box, severity_grade, smape,
+    CobbResult, cobb_angles, cobb_angles_many, curve_span, landmarks_from_flat, scoliosis_box, severity_grade, smape,
 )
 from spinebench.paths import default_aasce_path
 
@@ -48,6 +48,9 @@ def test_c_curve_uses_t1_and_l5_for_the_minor_angles():
     np.testing.assert_allclose(res.angles, [30.0, 12.0, 18.0], atol=1e-3)  # |12+18|, T1 vs 12, L5 vs -18
     assert res.end_vertebrae == {"pt": (4, 11), "mt": (0, 4), "tl": (11, 16)}
     assert res.largest == ("pt", pytest.approx(30.0, abs=1e-3), (4, 11))
+    # displays name a curve by its end vertebrae: the largest ("pt") curve here is T5-T12, a main thoracic one
+    assert [curve_span(e) for e in res.end_vertebrae.values()] == ["T5-T12", "T1-T5", "T12-L5"]
+    assert curve_span(("T5", "T12")) == "T5-T12"
     # the reference's quirk, kept: an exactly vertical first-to-last chord makes its S test divide by zero and
     # call the same C curve S-shaped
     assert cobb_angles(make_spine(tilts, centres_x=200 + 40 * np.sin(np.pi * K / 16))).s_shaped

@@ -477,7 +477,10 @@ def test_cobb_model_is_shown_when_trained(demo_weights, tmp_path):
     assert r["scoliosis_measured"] == (r["largest"] >= 10)
     assert a.result["agreement"]["models"] == 1  # only the classifier votes
     assert a.images[cobb[0]].ndim == 3
-    assert any("Cobb" in str(row[4]) for row in summary_rows(a.result))
+    # the summary names the largest curve by its end vertebrae, not by the AASCE key ("PT" is the largest anywhere)
+    ends = "-".join(r["end_vertebrae"][r["largest_curve"]])
+    assert [row[4] for row in summary_rows(a.result) if row[0] == cobb[0]] == \
+        [f"Cobb {r['largest']:.1f}° {ends}, {r['grade']}"]
     json.dumps(a.result)
 
 

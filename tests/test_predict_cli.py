@@ -191,7 +191,7 @@ def test_report_per_xray_is_self_contained(inputs, weights_with_cobb, tmp_path, 
         for rec in records.values():
             assert rec.sha256 in text and rec.model in text
         assert "Cobb angles" in text and "grade" in text and "implant p" in text  # Cobb section, summary table
-        assert re.search(r"PT \d+\.\d°", text)
+        assert re.search(r"[TL]\d+-[TL]\d+ \d+\.\d°", text)  # curves named by their end vertebrae
     cr = (reports / "b_cr.html").read_text()
     for identity in ("CompressedSamples", "9RG1", "19400305", "Hamburg"):
         assert identity not in cr

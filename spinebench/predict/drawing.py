@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from spinebench import DISCLAIMER, FINDINGS, LABEL_NAMES
+from spinebench.cobb import curve_span
 from spinebench.gradcam import upsample
 
 # colours (RGB) of the two findings, used for boxes and table badges
@@ -33,7 +34,8 @@ def summary_rows(result: dict) -> list[list]:
     rows = []
     for name, r in result["models"].items():
         if r.get("task") == "cobb" and "largest" in r:
-            rows.append([name, None, "", None, f"Cobb {r['largest']:.1f}° {r['largest_curve'].upper()}, {r['grade']}",
+            rows.append([name, None, "", None, f"Cobb {r['largest']:.1f}° {curve_span(r['end_vertebrae'][r['largest_curve']])}, "
+                         f"{r['grade']}",
                          r.get("ms")])
             continue
         row: list = [name]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spinebench import DISCLAIMER
+from spinebench.cobb import curve_span
 
 _STYLE = ("body{font-family:Arial,Helvetica,sans-serif;max-width:1200px;margin:2em auto;padding:0 1.2em;color:#222;"
           "line-height:1.45}h1{font-size:1.5em}h2{margin-top:1.5em;border-bottom:1px solid #ddd}"
@@ -74,11 +75,14 @@ def xray_report_html(result: dict, images: dict[str, np.ndarray], name: str) -> 
             r = models[n]
             caption = f"{n}: error: {r['error']}" if "error" in r else f"{n} · {r.get('ms', 0):.0f} ms"
             if task == "cobb" and "largest" in r:
-                angles = ", ".join(f"{k.upper()} {v:.1f}°" for k, v in r["angles"].items())
-                caption = f"{n}: {angles}; largest {r['largest']:.1f}° ({r['largest_curve'].upper()}), " \
+                spans = {k: curve_span(r["end_vertebrae"][k]) if k in r.get("end_vertebrae", {}) else k.upper()
+                         for k in r["angles"]}
+                angles = ", ".join(f"{spans[k]} {v:.1f}°" for k, v in r["angles"].items())
+                caption = f"{n}: {angles}; largest {r['largest']:.1f}° ({spans[r['largest_curve']]}), " \
                           f"grade {r['grade']}"
-                body.append(_table(["curve", "angle (°)"], [[k.upper(), f"{v:.1f}"] for k, v in r["angles"].items()]
-                                   + [["grade", r["grade"]]]))
+                body.append(_table(["curve (end vertebrae)", "angle (°)", "AASCE name"],
+                                   [[spans[k], f"{v:.1f}", k.upper()] for k, v in r["angles"].items()]
+                                   + [["grade", r["grade"], ""]]))
             if n in images:
                 body.append(_figure(images[n], caption))
             else:
