@@ -63,6 +63,14 @@ def test_folders_expand_to_their_image_files(inputs, tmp_path):
         expand_inputs([tmp_path / "empty"])
 
 
+def test_an_unreadable_file_is_named_once(inputs, weights, monkeypatch, capsys):
+    """A file given by a relative path: the error line names it once ("spinebench: d_broken.png: ..."), not twice."""
+    monkeypatch.chdir(inputs)
+    assert main(["predict", "d_broken.png", "--weights", str(weights), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spinebench: d_broken.png: ") and err[0].count("d_broken.png") == 1
+
+
 def test_json_has_every_models_findings_and_provenance(inputs, weights, tmp_path, capsys):
     from spinebench.weights import read_records
 

@@ -59,7 +59,7 @@ def analyze_files(predictor: "Predictor", files: Iterable, names: Iterable[str] 
             try:
                 a = predictor.analyze(src, draw=draw)
             except SpinebenchError as e:
-                yield i, name, None, _strip_path(str(e))
+                yield i, name, None, _strip_path(str(e), src)
             else:
                 yield i, name, a, None
             bar.update(1)
@@ -147,8 +147,11 @@ def write_batch_rows(rows: list[dict], stream) -> None:
     w.writerows(rows)
 
 
-def _strip_path(msg: str) -> str:
-    """Error lines name the file by its path; an upload's temporary path says nothing useful to a visitor."""
+def _strip_path(msg: str, src=None) -> str:
+    """Error lines name the file by its path; an upload's temporary path says nothing useful to a visitor, and a
+    caller that names the file itself (``predict``: "spinebench: NAME: ...") would name it twice."""
+    if src is not None and isinstance(src, (str, os.PathLike)) and msg.startswith(f"{src}: "):
+        return msg[len(f"{src}: "):]
     return re.sub(r"^\S*[/\\]\S*?:\s", "", msg)
 
 
