@@ -29,6 +29,10 @@ Design, shared by both (the "why" of each choice):
 - ``box_score_thresh`` (torchvision's, 0.05 by default; both profiles' 0.001): the lowest box score kept. A film's
   implant score is its best ``Lum`` box's, 0 with none, so a floor ties every film a detector is unsure of at 0;
   the profiles keep the low boxes, which still rank films (``benchmarks/bench_score_floor.py``).
+- RoIAlign (7 x 7, 2 samples a bin, torchvision's MultiScaleRoIAlign levels) computed as matrix products on the
+  CPU (:mod:`spinebench.models.roi_pool`: the same numbers; torchvision's CPU backward is a single-threaded loop):
+  a quick training step 1.12-1.13x faster for Inception-v2, 1.05-1.08x for Inception-ResNet-v2 on a 2-core CPU
+  (``benchmarks/bench_roi_pool.py``). No weights: old detectors load and predict as before.
 - ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
   body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
   FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
@@ -46,13 +50,14 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from spinebench import LABEL_MAP, LABEL_NAMES
 from spinebench.errors import SpinebenchError
 from spinebench.models.pretrained import create_timm_model
 from spinebench.models.registry import model_entry, register_model
+from spinebench.models.roi_pool import MatmulMultiScaleRoIAlign
 
 #: Anchor sizes per FPN level (strides 8, 16, 32) and aspect ratios h / w; see the module docstring.
 ANCHOR_SIZES = ((16, 24, 32), (48, 64, 96), (128, 224, 384))
@@ -267,7 +272,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         backbone, num_classes=None, min_size=min_size, max_size=max_size,
         image_mean=list(INCEPTION_MEAN_1CH), image_std=list(INCEPTION_STD_1CH),
         rpn_anchor_generator=anchors,
-        box_roi_pool=MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
+        box_roi_pool=MatmulMultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
         box_predictor=FastRCNNPredictor(1024, num_classes),  # TwoMLPHead's representation size
         **defaults,
     )
