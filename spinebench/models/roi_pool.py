@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import _filter_input, _setup_scales
+from torchvision.ops.poolers import _setup_scales  # private, but torchvision is pinned (requirements.txt)
 
 #: above this many entries of one image's interpolation matrix, torchvision's kernel is used instead (64 MB fp32)
 MAX_MATRIX_ENTRIES = 16_000_000
@@ -96,9 +96,10 @@ def roi_align_matmul(features: Tensor, rois: Tensor, output_size: tuple[int, int
     return out
 
 
-def _use_matmul(features: Tensor, rois: Tensor, output_size, sampling_ratio: int) -> bool:
+def _use_matmul(features: Tensor, n_rois: int, output_size, sampling_ratio: int) -> bool:
+    """On the CPU, with a fixed sampling grid, and while the matrix stays small (else torchvision's kernel)."""
     return (features.device.type == "cpu" and sampling_ratio > 0
-            and len(rois) * output_size[0] * output_size[1] * features.shape[-2] * features.shape[-1]
+            and n_rois * output_size[0] * output_size[1] * features.shape[-2] * features.shape[-1]
             <= MAX_MATRIX_ENTRIES)
 
 
@@ -110,7 +111,7 @@ class MatmulMultiScaleRoIAlign(MultiScaleRoIAlign):
     """
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        feats = _filter_input(x, self.featmap_names)
+        feats = [x[k] for k in self.featmap_names]
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale,
                                                          self.canonical_level)
@@ -121,7 +122,7 @@ class MatmulMultiScaleRoIAlign(MultiScaleRoIAlign):
             sel = torch.nonzero(levels == level).flatten()
             if len(sel) == 0:
                 continue
-            pool = roi_align_matmul if _use_matmul(feat, sel, self.output_size, self.sampling_ratio) else roi_align
+            pool = roi_align_matmul if _use_matmul(feat, len(sel), self.output_size, self.sampling_ratio) else roi_align
             pooled = pool(feat, rois[sel], output_size=self.output_size, spatial_scale=scale,
                           sampling_ratio=self.sampling_ratio)
             result = result.index_copy(0, sel, pooled.to(result.dtype))

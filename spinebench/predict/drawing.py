@@ -34,9 +34,8 @@ def summary_rows(result: dict) -> list[list]:
     rows = []
     for name, r in result["models"].items():
         if r.get("task") == "cobb" and "largest" in r:
-            rows.append([name, None, "", None, f"Cobb {r['largest']:.1f}° {curve_span(r['end_vertebrae'][r['largest_curve']])}, "
-                         f"{r['grade']}",
-                         r.get("ms")])
+            span = curve_span(r["end_vertebrae"][r["largest_curve"]])
+            rows.append([name, None, "", None, f"Cobb {r['largest']:.1f}° {span}, {r['grade']}", r.get("ms")])
             continue
         row: list = [name]
         for f in FINDINGS:
