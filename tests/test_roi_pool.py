@@ -36,6 +36,11 @@ def test_roi_align_matmul_is_torchvisions(aligned, output_size, sampling_ratio):
     assert a.grad.abs().sum() > 0
 
 
+def test_roi_align_matmul_refuses_the_adaptive_grid():
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align_matmul(torch.zeros(1, 2, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), (2, 2), 1.0, 0)
+
+
 def test_multiscale_pooler_is_torchvisions():
     """The detectors' pooler: same levels and scales as torchvision's MultiScaleRoIAlign, same result and gradient."""
     g = torch.Generator().manual_seed(1)

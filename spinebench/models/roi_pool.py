@@ -79,6 +79,8 @@ def roi_align_matmul(features: Tensor, rois: Tensor, output_size: tuple[int, int
                      sampling_ratio: int, aligned: bool = False) -> Tensor:
     """``torchvision.ops.roi_align(features, rois, ...)`` for ``rois`` (K, 5) [image index, x1, y1, x2, y2] and
     ``sampling_ratio`` > 0, as one interpolation matrix product per image (gradients flow to ``features``)."""
+    if sampling_ratio <= 0:
+        raise ValueError("roi_align_matmul needs a fixed sampling_ratio > 0 (torchvision's adaptive grid is not built)")
     n, c, h, w = features.shape
     ph, pw = output_size
     out = features.new_zeros((len(rois), c, ph, pw))
