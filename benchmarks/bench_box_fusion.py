@@ -41,10 +41,20 @@ def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dic
     return out
 
 
+def add_saved_detector_args(ap: argparse.ArgumentParser) -> None:
+    """The options of :func:`saved_detectors` (--weights, --data, --split-file, --on), for every script that reads
+    saved detectors."""
+    ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
+    ap.add_argument("--data", nargs="+", required=True, help="data spec(s) whose images are scored")
+    ap.add_argument("--split-file", default=None, help="a run's split.csv: score only its --on split")
+    ap.add_argument("--on", default="val", help="which split of --split-file (default val)")
+
+
 def saved_detectors(folders: list[str], data: list[str], split_file: str | None, on: str, fail):
     """Every detector of the weights ``folders``, each with ``data``'s images as it reads them (decoded once per
     cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the columns every row about it
-    starts with: yields (record, dataset, row). ``fail(message)`` is called for a folder without detectors."""
+    starts with: yields (record, dataset, row). ``fail(message)`` is called for a missing split file and for a
+    folder without detectors."""
     from spinebench.data.sources import load_records
     from spinebench.data.splits import apply_split_file
     from spinebench.engine.runner import decoded_dataset
@@ -52,6 +62,8 @@ def saved_detectors(folders: list[str], data: list[str], split_file: str | None,
     from spinebench.models import model_info
     from spinebench.weights import trained_records
 
+    if split_file and not Path(split_file).is_file():
+        fail(f"split file not found: {split_file}")
     decoded = {}
     for folder in folders:
         recs = trained_records(folder)
@@ -77,16 +89,11 @@ def main(argv=None) -> int:
     from spinebench.evaluation.results import append_csv_row
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
-    ap.add_argument("--data", nargs="+", required=True, help="data spec(s) whose images are scored")
-    ap.add_argument("--split-file", default=None, help="a run's split.csv: score only its --on split")
-    ap.add_argument("--on", default="val", help="which split of --split-file (default val)")
+    add_saved_detector_args(ap)
     ap.add_argument("--nms", nargs="+", type=float, default=[0.5, 0.7], help="box_nms_thresh values")
     ap.add_argument("--fusion", nargs="+", type=float, default=[0.1, 0.15, 0.2, 0.3], help="Lum fusion IoUs")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/box_fusion_cpu.csv)")
     args = ap.parse_args(argv)
-    if args.split_file and not Path(args.split_file).is_file():
-        ap.error(f"split file not found: {args.split_file}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "box_fusion_cpu.csv")
     for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):
         name, folder = base["model"], base["weights"]

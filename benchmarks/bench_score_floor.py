@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_box_fusion import saved_detectors  # noqa: E402  (this folder is on sys.path when run as a script)
+# this folder is on sys.path when run as a script
+from bench_box_fusion import add_saved_detector_args, saved_detectors  # noqa: E402
 
 COLUMNS = ["model", "weights", "weights_run", "data", "on", "n_images", "floor", "films_without_lum_box",
            "implant_auroc", "ap50_Lum", "map_Lum", "git_commit"]
@@ -49,15 +50,10 @@ def main(argv=None) -> int:
     from spinebench.models.detectors import fuse_boxes
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
-    ap.add_argument("--data", nargs="+", required=True, help="data spec(s) whose images are scored")
-    ap.add_argument("--split-file", default=None, help="a run's split.csv: score only its --on split")
-    ap.add_argument("--on", default="val", help="which split of --split-file (default val)")
+    add_saved_detector_args(ap)
     ap.add_argument("--floors", nargs="+", type=float, default=[0.05, 0.01, 0.001, 0.0], help="score floors")
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/score_floor_cpu.csv)")
     args = ap.parse_args(argv)
-    if args.split_file and not Path(args.split_file).is_file():
-        ap.error(f"split file not found: {args.split_file}")
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "score_floor_cpu.csv")
     implant = FINDINGS.index("implant")
     for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):

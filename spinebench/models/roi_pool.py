@@ -118,7 +118,8 @@ class MatmulMultiScaleRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale,
                                                          self.canonical_level)
         rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)], 0)
-        levels = self.map_levels(boxes) if len(feats) > 1 else torch.zeros(len(rois), dtype=torch.int64)
+        levels = self.map_levels(boxes) if len(feats) > 1 else torch.zeros(len(rois), dtype=torch.int64,
+                                                                            device=rois.device)
         result = feats[0].new_zeros((len(rois), feats[0].shape[1], *self.output_size))
         for level, (feat, scale) in enumerate(zip(feats, self.scales)):
             sel = torch.nonzero(levels == level).flatten()
