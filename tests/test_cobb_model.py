@@ -516,3 +516,43 @@ def test_training_leaves_out_films_with_a_vertebra_out_of_place(tmp_path):
     task = CobbTask()
     assert [r["image_id"] for r in task.trainable(ds, "m").records] == ["t/0", "t/2", "t/3"]
     assert len(task.scorable(ds)) == 4
+
+
+def test_calibration_undoes_a_regression_that_reads_every_curve_half_as_curved(tmp_path):
+    """A regression whose offsets from the mean spine are half the true ones (as a briefly trained one's are pulled
+    towards the mean) measures flatter curves; calibrated on validation films its gain becomes 2, its angles the
+    true ones, and the gain is saved with the weights (weights from before the gain load at 1)."""
+    from spinebench.data.dataset import SpineDataset
+    from spinebench.engine.train import TrainSettings
+    from spinebench.models import create_model
+    from spinebench.models.cobb_regress import _OFFSET_SCALE
+    from spinebench.tasks.cobb import GAINS, CobbTask, LandmarkInput, stack_inputs
+
+    ds = SpineDataset(_write_spines(tmp_path, 2, size=SMALL), max_side=SMALL[0])
+    ds = ds.subset([0, 0])  # one spine, twice: a model whose output ignores its input can be exactly right
+    torch.manual_seed(0)
+    net = create_model("cobb_regress_resnet10t", pretrained="none", input_size=SMALL)
+    data = stack_inputs(ds, LandmarkInput.of(net))
+    true = canonical_landmarks(data["landmarks"][:1]) / net.size_xy
+    net.fit_prior(_spines(6))                                   # a mean spine that is not this one
+    with torch.no_grad():                                       # offsets half the true ones, whatever the film
+        net.head[-1].bias.copy_(((true[0] - net.prior) / (2 * _OFFSET_SCALE)).flatten())
+    task = CobbTask()
+    settings = TrainSettings(batch_size=2)
+    before = task.predict(net, ds, "cpu")
+    res = task.calibrate(net, ds, settings, "cpu")
+    assert res["offset_gain"] == 2.0 and 2.0 in GAINS and float(net.offset_gain) == 2.0
+    assert res["val_smape"] < 1.0 < 10 * 1.0 < res["val_smape_gain1"]
+    after = task.predict(net, ds, "cpu")
+    np.testing.assert_allclose(after["landmarks"], after["true_landmarks"], atol=0.05)
+    assert task.score_at(after, [], 10, 0)["smape"] < 1.0 < task.score_at(before, [], 10, 0)["smape"]
+    # saved with the weights; a state saved before the gain existed loads at gain 1
+    state = net.state_dict()
+    fresh = create_model("cobb_regress_resnet10t", pretrained="none", input_size=SMALL)
+    fresh.load_state_dict(state)
+    assert float(fresh.offset_gain) == 2.0
+    fresh.load_state_dict({k: v for k, v in state.items() if k != "offset_gain"})
+    assert float(fresh.offset_gain) == 1.0
+    # a model without the gain (the heatmap network) is left as it is
+    assert task.calibrate(create_model("cobb_vertebra_resnet34", pretrained="none", input_size=SMALL), ds,
+                          settings, "cpu") == {}

@@ -237,6 +237,15 @@ def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
         with open(run_dir / "predictions" / f"{row['model']}-s0-cobb.csv") as f:
             preds = list(csv.DictReader(f))
         assert preds and {"true_pt", "pred_pt"} <= set(preds[0])
+    # the corner regression's offset gain is chosen on validation and kept with its weights (the heatmaps have none)
+    from spinebench.tasks.cobb import GAINS
+    from spinebench.weights import read_records
+
+    records = read_records(tmp_path / "w")
+    regress = records["cobb_regress_resnet10t"]
+    gain = regress.extra["calibration"]["offset_gain"]
+    assert gain in GAINS and math.isclose(float(regress.load().offset_gain), gain, rel_tol=1e-6)
+    assert "calibration" not in records["cobb_vertebra_resnet34"].extra
 
 
 def test_each_profile_trains_its_own_cobb_model_unless_one_is_named():

@@ -478,6 +478,7 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
                       checkpoint_path=ctx.run_dir / "checkpoints" / f"{tag}.pt", resume=ctx.resume,
                       log_path=ctx.run_dir / "logs" / f"{tag}.csv", progress=ctx.progress, ddp_rank=ctx.rank,
                       ddp_world=ctx.world)
+    calibration = task.calibrate(model, val, settings, ctx.device)  # on validation, as the thresholds
     tf = task.transform(model, settings.image_size, train=False)
     val_pred = fit["val_pred"]
     # scores in fp32 (``predict``), what the demo and `evaluate` compute from these weights; thresholds come from
@@ -501,9 +502,11 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
         task.write_predictions(ctx.run_dir / "predictions" / f"{tag}{task.predictions_suffix}.csv", test_pred,
                                scored, test)
         if save:  # weights/ keeps the first seed's model; every seed's row goes to the leaderboard
-            _save_trained(model, name, task, ctx, seed, scored, settings, input_size, kwargs, fit)
+            _save_trained(model, name, task, ctx, seed, scored, settings, input_size, kwargs, fit, calibration)
     extra = {"history": fit["history"], "thresholds": scored["thresholds"], "best_epoch": fit["best_epoch"],
              "train_loss": fit["train_loss"], "settings": asdict(settings)}
+    if calibration:
+        extra["calibration"] = calibration
     if "grade_confusion" in metrics:
         extra["grade_confusion"] = metrics["grade_confusion"]
     return row, extra
@@ -563,7 +566,8 @@ def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed
     return time.perf_counter() - t0
 
 
-def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit) -> Path:
+def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit,
+                  calibration: dict) -> Path:
     """Write the model and its :class:`~spinebench.weights.TrainedWeights` record (the one writer)."""
     from spinebench import __version__
     from spinebench.weights import TrainedWeights, data_kind
@@ -579,7 +583,8 @@ def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, in
                  if isinstance(v, (int, float)) and not isinstance(v, bool)},
         spinebench_version=__version__, git_commit=ctx.git_commit,
         extra={"device": str(ctx.device), "profile": ctx.profile.name, "best_epoch": fit["best_epoch"],
-               "train_loss": fit["train_loss"], "train_seconds": round(fit["train_seconds"], 1)})
+               "train_loss": fit["train_loss"], "train_seconds": round(fit["train_seconds"], 1),
+               **({"calibration": calibration} if calibration else {})})
     return rec.save(model.cpu(), ctx.weights_dir)
 
 

@@ -15,7 +15,14 @@ Why these choices:
   the curve;
 * the loss adds the endplates' angles to the corners' positions: the Cobb angle is a difference of endplate tilts,
   and a corner error along an endplate costs no angle while one across it does (validation SMAPE 37% with it,
-  43% without, 60 s, one seed).
+  43% without, 60 s, one seed);
+* the offset is multiplied by ``offset_gain`` (a saved buffer, 1 while training), which the Cobb task sets after
+  training to the gain that gives the lowest validation SMAPE (:meth:`spinebench.tasks.cobb.CobbTask.calibrate`).
+  A regression trained for a CPU's minute reads every curve flatter than it is: its offsets are pulled towards the
+  mean spine, so its angles are too (predicted against true largest angle: slope 0.6-0.7 on the synthetic
+  validation films, 0.3-0.4 on real AASCE films). One number fitted on validation, as the classifiers' thresholds
+  are, undoes the part of that pull the validation films show; the corners drawn and the angles measured from them
+  stay one and the same.
 
 Inputs follow the spinebench pixel contract, (B, 1, H, W) in [0, 1]; the default input is 192 x 96 (H x W), aspect
 not kept (predictions are mapped back per axis, as for the heatmap network). The output is (B, 68, 2): corners
@@ -90,6 +97,13 @@ class CornerRegressionNet(LandmarkModel):
                                                       reduce_channels, hidden)
         self.register_buffer("prior", _straight_spine())          # (68, 2) image fractions, saved with the weights
         self.register_buffer("size_xy", torch.tensor([float(w), float(h)]))
+        self.register_buffer("offset_gain", torch.tensor(1.0))   # set on validation after training (docstring)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the gain existed were used at gain 1 (as torch's BatchNorm fills in a missing
+        # num_batches_tracked)
+        state_dict.setdefault(prefix + "offset_gain", torch.tensor(1.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def fit_prior(self, landmarks: torch.Tensor) -> None:
@@ -102,7 +116,7 @@ class CornerRegressionNet(LandmarkModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 0.5) / 0.25  # the pixel contract is [0, 1]; centre it like an ImageNet-normalised grey image
         f = self.reduce(self.backbone(x)[-1]).flatten(1)
-        offset = self.head(f).float().view(-1, N_LANDMARKS, 2) * _OFFSET_SCALE
+        offset = self.head(f).float().view(-1, N_LANDMARKS, 2) * (_OFFSET_SCALE * self.offset_gain)
         return (self.prior + offset) * self.size_xy
 
     def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

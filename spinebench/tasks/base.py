@@ -91,6 +91,11 @@ class Task:
         """({key: value} for the epoch's log row, including :attr:`monitor`; predictions kept for scoring)."""
         raise NotImplementedError
 
+    def calibrate(self, model, ds: SpineDataset, settings, device) -> dict:
+        """Fit what a trained model sets on its validation films ``ds`` after training (saved in its weights), and
+        say what was chosen ({} for nothing; the default)."""
+        return {}
+
     # ------------------------------------------------------------------------------------------ inference
     def predict(self, model, ds: SpineDataset, device, batch_size: int = 16, progress: bool = False) -> Any:
         raise NotImplementedError

@@ -181,6 +181,10 @@ LOOKS = tuple(sorted(((z, dy, m) for z in (0.92, 1.0, 1.08) for dy in (-0.03, 0.
 VAL_LOOKS = ((1.0, 0.0, False), (1.0, 0.0, True))
 
 
+#: The gains of a corner regression's offsets that :meth:`CobbTask.calibrate` tries on the validation films.
+GAINS = tuple(round(0.8 + 0.05 * i, 2) for i in range(25))   # 0.8 .. 2.0
+
+
 def looks_of(model, validation: bool = False) -> tuple:
     """The looks ``model`` measures a film with: :data:`LOOKS` (:data:`VAL_LOOKS` in validation) where the model
     says it takes many (``LandmarkModel.many_looks``), else the film alone."""
@@ -230,6 +234,23 @@ def predict_looks(model, data: dict, device, batch_size: int = 8, looks=None) ->
         out.append(torch.stack([_unlook(p, *look, h, w) for p, look in zip(pts.chunk(len(looks)), looks)]))
     pts = torch.cat(out, 1) if out else torch.zeros((len(looks), 0, N_LANDMARKS, 2))
     return (pts / data["to_input"][None, :, None, :]).numpy().astype(np.float64)
+
+
+def smape_by_gain(model, data: dict, device, batch_size: int, looks, gains=GAINS) -> list[float]:
+    """SMAPE of a corner regression on stacked films ``data`` (:func:`stack_inputs`) at each offset gain in
+    ``gains``, its angles averaged over ``looks``; the model is left at gain 1. The corners at gain g are the
+    prior's plus g times the offset, and every look maps corners back by an affine map, so two passes (gains 1
+    and 0) give every gain's corners."""
+    device = torch.device(device)
+    model.to(device)
+    passes = []
+    for g in (1.0, 0.0):
+        model.offset_gain.fill_(g)
+        passes.append(predict_looks(model, data, device, batch_size, looks=looks))
+    model.offset_gain.fill_(1.0)
+    full, prior = passes
+    heights = data["image_hw"][:, 0].tolist()
+    return [smape(measured_angles(prior + g * (full - prior), heights), data["cobb"]) for g in gains]
 
 
 def predict_landmarks(model, ds, device, batch_size: int = 8) -> np.ndarray:
@@ -341,6 +362,18 @@ class CobbTask(Task):
         pa = measured_angles(looks, val["image_hw"][:, 0].tolist())
         return ({"val_smape": smape(pa, val["cobb"]), "val_mae": float(np.abs(pa - val["cobb"]).mean()),
                  "val_mpe_px": float(np.linalg.norm(pred - true, axis=-1).mean())}, None)
+
+    def calibrate(self, model, ds, settings, device) -> dict:
+        """Set a corner regression's ``offset_gain`` to the gain in :data:`GAINS` with the lowest SMAPE on the
+        validation films ``ds`` (its validation looks, :func:`looks_of`): {"offset_gain", "val_smape_gain1",
+        "val_smape"}, or {} for a model without the gain. Why: :mod:`spinebench.models.cobb_regress`."""
+        if not isinstance(getattr(model, "offset_gain", None), torch.Tensor) or ds is None or not len(ds):
+            return {}
+        data = stack_inputs(ds, LandmarkInput.of(model))
+        scores = smape_by_gain(model, data, device, settings.batch_size, looks_of(model, validation=True))
+        best = int(np.argmin(scores))
+        model.offset_gain.fill_(GAINS[best])
+        return {"offset_gain": GAINS[best], "val_smape_gain1": scores[GAINS.index(1.0)], "val_smape": scores[best]}
 
     def predict(self, model, ds, device, batch_size: int = 8, progress: bool = False) -> dict:
         """Landmarks in the dataset images' pixels (``landmarks``: the film as it is; ``looks``: every look, whose
