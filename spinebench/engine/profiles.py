@@ -177,6 +177,11 @@ PROFILES = {
         # Its films are locally contrast-normalised and equalised (input_norm "local", transforms.local_contrast:
         # synthetic and real films come closer in look). Trained 60 s on synth, three seeds each, this CPU:
         # validation SMAPE 22.3 -> 19.8%, test 24.7 -> 20.4%, the 481 real AASCE films 31.1 -> 27.0%.
+        # After training, its offsets from the mean spine are scaled by the gain (0.8-2.0) with the lowest validation
+        # SMAPE (tasks.cobb.CobbTask.calibrate; the model reads curves flatter than they are). The saved models of
+        # eight fresh clones and one --wall-budget 1500 run, gains chosen 1.15-1.50 (benchmarks/bench_cobb_gain.py,
+        # 2-core CPU): test 20.4 -> 19.4% on average (7 of 9 lower), the 481 real AASCE films 27.4 -> 24.8% (8 of 9
+        # lower; the 22-epoch model 21.7 -> 22.9%).
         cobb=TrainSettings(image_size=(192, 96), epochs=100, batch_size=16, lr=2e-3, warmup_epochs=0.5,
                            patience=None, val_every=0, checkpoint_every_s=60, time_budget_s=60,
                            extra={"input_norm": "local"}),

@@ -140,7 +140,10 @@ class CornerRegressionNet(LandmarkModel):
                 The quick profile's Cobb model: it learns in the minute a CPU run gives it, where the heatmap
                 network does not; the quick profile builds it with input_norm="local" (each film locally
                 contrast-normalised and equalised, spinebench.data.transforms.local_contrast), which carries it
-                from synthetic to real films (real AASCE SMAPE 31.1 -> 27.0%, three seeds). Not in the paper spinebench starts from (it has no Cobb angle).""")
+                from synthetic to real films (real AASCE SMAPE 31.1 -> 27.0%, three seeds). After training its offsets
+                from the mean spine are scaled by a gain chosen on the validation films (offset_gain, saved with the
+                weights: a minute's regression reads curves flatter than they are). Not in the paper spinebench
+                starts from (it has no Cobb angle).""")
 def cobb_regress_resnet10t(pretrained: str = "none", input_size=(192, 96), **kwargs) -> nn.Module:
     """Direct corner regression on a grey-level ResNet-10-T."""
     model = CornerRegressionNet("resnet10t", pretrained, input_size=input_size, model_name="cobb_regress_resnet10t",
