@@ -545,6 +545,11 @@ def test_calibration_undoes_a_regression_that_reads_every_curve_half_as_curved(t
     assert res["val_smape"] < 1.0 < 10 * 1.0 < res["val_smape_gain1"]
     after = task.predict(net, ds, "cpu")
     np.testing.assert_allclose(after["landmarks"], after["true_landmarks"], atol=0.05)
+    # from what validation kept of the model at gain 1 (as run-all calls it): the same choice, one pass fewer
+    net.offset_gain.fill_(1.0)
+    _, kept = task.validate(net, task.val_data(net, ds, settings, "cpu"), torch.device("cpu"), settings)
+    again = task.calibrate(net, ds, settings, "cpu", kept)
+    assert again["offset_gain"] == 2.0 and math.isclose(again["val_smape_gain1"], res["val_smape_gain1"], rel_tol=1e-6)
     assert task.score_at(after, [], 10, 0)["smape"] < 1.0 < task.score_at(before, [], 10, 0)["smape"]
     # saved with the weights; a state saved before the gain existed loads at gain 1
     state = net.state_dict()

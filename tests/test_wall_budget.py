@@ -33,17 +33,17 @@ def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
     queue = [("cls_squeezenet1_1", 0), ("det_faster_rcnn_inception_v2", 0),
              ("det_faster_rcnn_inception_resnet_v2", 0), (quick.cobb_model, 0)]
     wall = _WallBudget(ctx, queue, time.perf_counter())
-    assert [wall.overhead(j) for j in range(4)] == [8.0, 25.0, 25.0, 12.0]  # the tasks' priors
+    assert [wall.overhead(j) for j in range(4)] == [8.0, 25.0, 25.0, 15.0]  # the tasks' priors
     for i, extra in enumerate((5.0, 40.0, 30.0)):
         wall.before(i)
         wall.after(i, wall.given[i] + extra)
     assert wall.overhead(0) == 5.0 and wall.overhead(2) == 35.0            # what each task's models cost
-    assert wall.overhead(3) == 12.0                                        # not the detectors' 35 s
-    # the last model, 500 s into the run: what is left after its own 12 s and the 10 s tail
+    assert wall.overhead(3) == 15.0                                        # not the detectors' 35 s
+    # the last model, 500 s into the run: what is left after its own 15 s and the 10 s tail
     wall.t_start = time.perf_counter() - 500
     wall.before(3)
     cobb = wall.budgets[3]
-    assert ctx.budget_scale == pytest.approx(min(1.0, (quick.wall_budget_s - 500 - 10 - 12) / cobb), abs=1e-3)
+    assert ctx.budget_scale == pytest.approx(min(1.0, (quick.wall_budget_s - 500 - 10 - 15) / cobb), abs=1e-3)
 
 
 def test_scaled_settings_scale_training_and_pretraining_only_when_bounded():

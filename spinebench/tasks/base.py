@@ -91,9 +91,10 @@ class Task:
         """({key: value} for the epoch's log row, including :attr:`monitor`; predictions kept for scoring)."""
         raise NotImplementedError
 
-    def calibrate(self, model, ds: SpineDataset, settings, device) -> dict:
+    def calibrate(self, model, ds: SpineDataset, settings, device, val_pred: Any = None) -> dict:
         """Fit what a trained model sets on its validation films ``ds`` after training (saved in its weights), and
-        say what was chosen ({} for nothing; the default)."""
+        say what was chosen ({} for nothing; the default). ``val_pred``: what :meth:`validate` kept of the selected
+        epoch (None after a resume that skipped it)."""
         return {}
 
     # ------------------------------------------------------------------------------------------ inference

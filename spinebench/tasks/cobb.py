@@ -236,19 +236,19 @@ def predict_looks(model, data: dict, device, batch_size: int = 8, looks=None) ->
     return (pts / data["to_input"][None, :, None, :]).numpy().astype(np.float64)
 
 
-def smape_by_gain(model, data: dict, device, batch_size: int, looks, gains=GAINS) -> list[float]:
+def smape_by_gain(model, data: dict, device, batch_size: int, looks, gains=GAINS, full=None) -> list[float]:
     """SMAPE of a corner regression on stacked films ``data`` (:func:`stack_inputs`) at each offset gain in
     ``gains``, its angles averaged over ``looks``; the model is left at gain 1. The corners at gain g are the
     prior's plus g times the offset, and every look maps corners back by an affine map, so two passes (gains 1
-    and 0) give every gain's corners."""
+    and 0) give every gain's corners; ``full``, the looks' corners at gain 1 already predicted, saves the first."""
     device = torch.device(device)
     model.to(device)
     passes = []
-    for g in (1.0, 0.0):
+    for g in (1.0, 0.0) if full is None else (0.0,):
         model.offset_gain.fill_(g)
         passes.append(predict_looks(model, data, device, batch_size, looks=looks))
     model.offset_gain.fill_(1.0)
-    full, prior = passes
+    full, prior = (passes[0], passes[1]) if full is None else (np.asarray(full), passes[0])
     heights = data["image_hw"][:, 0].tolist()
     return [smape(measured_angles(prior + g * (full - prior), heights), data["cobb"]) for g in gains]
 
@@ -295,7 +295,7 @@ class StackedData(TrainData):
 class CobbTask(Task):
     name = "cobb"
     monitor = "val_smape"
-    run_overhead_s = 15.0  # films stacked, the gain chosen on validation (2 looks x 2 passes), 18 looks a test film
+    run_overhead_s = 15.0  # films stacked once, the gain's choice (a pass of 2 looks), 18 looks a test film
     predictions_suffix = "-cobb"
 
     def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
@@ -360,17 +360,22 @@ class CobbTask(Task):
         pred = looks[0]
         true = (val["landmarks"] / val["to_input"][:, None, :]).numpy()
         pa = measured_angles(looks, val["image_hw"][:, 0].tolist())
+        # the looks are kept for calibrate (the gain's choice then needs no second pass of the network)
         return ({"val_smape": smape(pa, val["cobb"]), "val_mae": float(np.abs(pa - val["cobb"]).mean()),
-                 "val_mpe_px": float(np.linalg.norm(pred - true, axis=-1).mean())}, None)
+                 "val_mpe_px": float(np.linalg.norm(pred - true, axis=-1).mean())}, {"looks": looks, "data": val})
 
-    def calibrate(self, model, ds, settings, device) -> dict:
+    def calibrate(self, model, ds, settings, device, val_pred=None) -> dict:
         """Set a corner regression's ``offset_gain`` to the gain in :data:`GAINS` with the lowest SMAPE on the
-        validation films ``ds`` (its validation looks, :func:`looks_of`): {"offset_gain", "val_smape_gain1",
-        "val_smape"}, or {} for a model without the gain. Why: :mod:`spinebench.models.cobb_regress`."""
+        validation films ``ds`` (its validation looks, :func:`looks_of`; ``val_pred``, what :meth:`validate` kept of
+        the selected epoch, saves predicting them again): {"offset_gain", "val_smape_gain1", "val_smape"}, or {}
+        for a model without the gain. Why: :mod:`spinebench.models.cobb_regress`."""
         if not isinstance(getattr(model, "offset_gain", None), torch.Tensor) or ds is None or not len(ds):
             return {}
-        data = stack_inputs(ds, LandmarkInput.of(model))
-        scores = smape_by_gain(model, data, device, settings.batch_size, looks_of(model, validation=True))
+        if val_pred is None:
+            data, full = stack_inputs(ds, LandmarkInput.of(model)), None
+        else:
+            data, full = val_pred["data"], val_pred["looks"]
+        scores = smape_by_gain(model, data, device, settings.batch_size, looks_of(model, validation=True), full=full)
         best = int(np.argmin(scores))
         model.offset_gain.fill_(GAINS[best])
         return {"offset_gain": GAINS[best], "val_smape_gain1": scores[GAINS.index(1.0)], "val_smape": scores[best]}
