@@ -32,18 +32,6 @@ COLUMNS = ["model", "weights", "weights_run", "epochs", "data", "split", "n_imag
            "val_smape", "smape_gain1", "smape", "hindsight_gain", "hindsight_smape", "device", "git_commit"]
 
 
-def films(spec: str, side: int, split_file: str | None, on: str):
-    """The scorable films of ``spec`` (only the ``on`` split of ``split_file`` unless ``on`` is all)."""
-    import spinebench as sb
-    from spinebench.data.splits import apply_split_file
-    from spinebench.tasks import get_task
-
-    records = sb.load_records(spec, max_side=side)
-    if on != "all":
-        records = [r for r in apply_split_file(records, split_file) if r.get("split") == on]
-    return get_task("cobb").scorable(sb.SpineDataset(records, max_side=side))
-
-
 def bench(weights: str, data: list[str], on: str, train_data: str, split_file: str | None, device: str) -> list[dict]:
     import spinebench as sb
     from spinebench.engine.train import TrainSettings
@@ -51,6 +39,8 @@ def bench(weights: str, data: list[str], on: str, train_data: str, split_file: s
     from spinebench.measure import cobb_models
     from spinebench.tasks import get_task
     from spinebench.tasks.cobb import GAINS, LOOKS, LandmarkInput, smape_by_gain, stack_inputs
+
+    from bench_cobb_looks import films
 
     name = cobb_models(weights)[0]
     model, rec = sb.load_trained(name, weights=weights, device=device)
@@ -61,10 +51,9 @@ def bench(weights: str, data: list[str], on: str, train_data: str, split_file: s
         raise SpinebenchError(f"split file not found: {split} (give --split-file)")
     chosen = get_task("cobb").calibrate(model, films(train_data, rec.cache_side, split, "val"),
                                         TrainSettings(batch_size=8), device)
-    model.offset_gain.fill_(1.0)
     rows = []
     for spec in data:
-        ds = films(spec, rec.cache_side, split, on)
+        ds = films(spec, rec.cache_side, split if on != "all" else None, on)
         scores = smape_by_gain(model, stack_inputs(ds, LandmarkInput.of(model)), device, 8, LOOKS)
         best = int(np.argmin(scores))
         rows.append({"model": name, "weights": weights, "weights_run": rec.run_id or "",

@@ -42,24 +42,32 @@ def subsets(looks: tuple) -> list[tuple[str, list[int], str]]:
             ("all", every, "mean angles"), ("all", every, "median angles")]
 
 
+def films(spec: str, side: int, split_file: str | None, on: str):
+    """The films of ``spec`` a Cobb model can be scored on, decoded at ``side`` (only the ``on`` split of the run's
+    ``split_file`` unless ``on`` is all). Also ``bench_cobb_gain.py``'s."""
+    import spinebench as sb
+    from spinebench.data.splits import apply_split_file
+    from spinebench.tasks import get_task
+
+    records = sb.load_records(spec, max_side=side)
+    if split_file:
+        apply_split_file(records, split_file)
+    if on != "all":
+        records = [r for r in records if r.get("split") == on]
+    return get_task("cobb").scorable(sb.SpineDataset(records, max_side=side))
+
+
 def bench(weights: str, spec: str, split_file: str | None, on: str, device: str) -> list[dict]:
     import torch
 
     import spinebench as sb
     from spinebench.cobb import cobb_angles_many, smape
-    from spinebench.data.splits import apply_split_file
     from spinebench.measure import cobb_models
-    from spinebench.tasks import get_task
     from spinebench.tasks.cobb import LOOKS, LandmarkInput, predict_looks, stack_inputs
 
     name = cobb_models(weights)[0]
     model, rec = sb.load_trained(name, weights=weights, device=device)
-    records = sb.load_records(spec, max_side=rec.cache_side)
-    if split_file:
-        apply_split_file(records, split_file)
-    if on != "all":
-        records = [r for r in records if r.get("split") == on]
-    ds = get_task("cobb").scorable(sb.SpineDataset(records, max_side=rec.cache_side))
+    ds = films(spec, rec.cache_side, split_file, on)
     data = stack_inputs(ds, LandmarkInput.of(model))
     pts = predict_looks(model, data, torch.device(device), looks=LOOKS)  # (18, N, 68, 2)
     heights = data["image_hw"][:, 0].tolist()

@@ -243,12 +243,12 @@ def smape_by_gain(model, data: dict, device, batch_size: int, looks, gains=GAINS
     and 0) give every gain's corners; ``full``, the looks' corners at gain 1 already predicted, saves the first."""
     device = torch.device(device)
     model.to(device)
-    passes = []
-    for g in (1.0, 0.0) if full is None else (0.0,):
-        model.offset_gain.fill_(g)
-        passes.append(predict_looks(model, data, device, batch_size, looks=looks))
+    if full is None:
+        model.offset_gain.fill_(1.0)
+        full = predict_looks(model, data, device, batch_size, looks=looks)
+    model.offset_gain.fill_(0.0)
+    prior = predict_looks(model, data, device, batch_size, looks=looks)
     model.offset_gain.fill_(1.0)
-    full, prior = (passes[0], passes[1]) if full is None else (np.asarray(full), passes[0])
     heights = data["image_hw"][:, 0].tolist()
     return [smape(measured_angles(prior + g * (full - prior), heights), data["cobb"]) for g in gains]
 
@@ -369,7 +369,7 @@ class CobbTask(Task):
         validation films ``ds`` (its validation looks, :func:`looks_of`; ``val_pred``, what :meth:`validate` kept of
         the selected epoch, saves predicting them again): {"offset_gain", "val_smape_gain1", "val_smape"}, or {}
         for a model without the gain. Why: :mod:`spinebench.models.cobb_regress`."""
-        if not isinstance(getattr(model, "offset_gain", None), torch.Tensor) or ds is None or not len(ds):
+        if getattr(model, "offset_gain", None) is None or ds is None or not len(ds):
             return {}
         if val_pred is None:
             data, full = stack_inputs(ds, LandmarkInput.of(model)), None
