@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spinebench.models.classifiers import densenet_head
+
 log = logging.getLogger(__name__)
 
 #: Last convolutional block of each classifier architecture (``model.default_cfg["architecture"]``), and whether
@@ -40,11 +42,12 @@ TARGET_LAYERS = {
     "torchvision.models.inception_v3": ("net.Mixed_7c", False),
 }
 
-#: What each torchvision classifier computes after its target layer, in eval mode (its ``forward`` from there on).
+#: What each torchvision classifier computes after its target layer, in eval mode (its ``forward`` from there on;
+#: with ``implant_pool="lse"`` the average pooling is the identity and the classifier layer pools per class,
+#: ``spinebench.models.classifiers``).
 HEADS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "torchvision.models.resnet50": lambda net, a: net.fc(torch.flatten(net.avgpool(a), 1)),
-    "torchvision.models.densenet121":
-        lambda net, a: net.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(a), (1, 1)), 1)),
+    "torchvision.models.densenet121": lambda net, a: densenet_head(net, a),
     "torchvision.models.squeezenet1_1": lambda net, a: torch.flatten(net.classifier(a), 1),
     "torchvision.models.inception_v3": lambda net, a: net.fc(torch.flatten(net.dropout(net.avgpool(a)), 1)),
 }

@@ -99,7 +99,11 @@ class _FeatureHead(nn.Module):
 
     def _keep(self, module, inputs, output) -> None:
         if module.training:
-            self._features = (F.relu(output) if self.rectify else output) if self.spatial else inputs[0]
+            if self.spatial:
+                self._features = F.relu(output) if self.rectify else output
+            else:  # a classifier layer that pools per class reads the map: hand over its average-pooled input
+                pooled = getattr(module, "pooled_input", None)
+                self._features = pooled(inputs[0]) if pooled else inputs[0]
 
     def features(self) -> torch.Tensor:
         """The last training forward's features (fp32), handed over once."""
@@ -240,9 +244,9 @@ class ClassificationTask(ImageLevelTask):
         return replace(profile.classifier, image_size=size) if size else profile.classifier
 
     def model_kwargs(self, profile, settings) -> dict:
-        # how films shrink to the input is part of the model (its default_cfg), so it travels with the weights
-        mode = settings.extra.get("downsample")
-        return {"downsample": mode} if mode else {}
+        # how films shrink to the input and how the implant map is pooled are part of the model (its default_cfg),
+        # so they travel with the weights
+        return {k: settings.extra[k] for k in ("downsample", "implant_pool") if settings.extra.get(k)}
 
     def transform(self, model, image_size, train: bool, shape_targets: bool = False, implant_map: bool = False):
         size = tuple(image_size) if image_size else tuple(model.default_cfg["input_size"])
