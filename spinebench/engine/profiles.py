@@ -167,7 +167,9 @@ PROFILES = {
                         # 0.897 / 0.912 / 0.908 / 0.874 against 0.901 / 0.892 / 0.890 / 0.865; scoliosis the same
                         # (unseen 0.847 against 0.844). Not SqueezeNet (4 seeds: unseen 0.935 against 0.935, real
                         # 0.943 against 0.939; sharpness 5 lower) nor ResNet-50 (2 seeds: unseen implant 0.820 /
-                        # 0.860 against 0.882 / 0.887, scoliosis 0.66 / 0.68 against 0.80 / 0.85).
+                        # 0.860 against 0.882 / 0.887, scoliosis 0.66 / 0.68 against 0.80 / 0.85) nor Inception-v3
+                        # (2 seeds, mixed: unseen implant 0.886 / 0.858 against 0.904 / 0.858, real 0.833 / 0.803
+                        # against 0.831 / 0.768).
                         "cls_densenet121": {"aux_shape_weight": 1.0, "aux_implant_weight": 1.0,
                                             "extra": {"downsample": "max", "implant_pool": "lse"}},
                         # Inception-v3 (192 x 80, ~0.39 s a step) reached only ~130 steps in 52 s; 75 s, like

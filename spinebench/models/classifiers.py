@@ -71,7 +71,7 @@ def pool_class_maps(maps: torch.Tensor, implant_pool: str) -> torch.Tensor:
     as in Wang et al., "ChestX-ray8" (CVPR 2017) for local findings on radiographs. Measured in the quick recipe
     (2-core CPU, paired seeds; ``docs/results.md``, session 38): DenseNet-121's implant AUROC on the 626 real hybrid
     films +0.041 (4 of 4 seeds higher), on 600 unseen synthetic films +0.011; SqueezeNet unchanged; ResNet-50
-    lower (its scoliosis AUROC too), so the quick profile builds DenseNet-121 only with it."""
+    lower (its scoliosis AUROC too); Inception-v3 mixed; so the quick profile builds DenseNet-121 only with it."""
     out = maps.mean(-1)
     if implant_pool == "lse":
         r = LSE_SHARPNESS
