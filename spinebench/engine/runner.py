@@ -478,9 +478,9 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
                       checkpoint_path=ctx.run_dir / "checkpoints" / f"{tag}.pt", resume=ctx.resume,
                       log_path=ctx.run_dir / "logs" / f"{tag}.csv", progress=ctx.progress, ddp_rank=ctx.rank,
                       ddp_world=ctx.world)
-    calibration = task.calibrate(model, val, settings, ctx.device, fit["val_pred"])  # on validation, as thresholds
-    tf = task.transform(model, settings.image_size, train=False)
     val_pred = fit["val_pred"]
+    calibration = task.calibrate(model, val, settings, ctx.device, val_pred)  # on validation, as the thresholds
+    tf = task.transform(model, settings.image_size, train=False)
     # scores in fp32 (``predict``), what the demo and `evaluate` compute from these weights; thresholds come from
     # the best epoch's validation predictions, which train_model computed in fp32 too (None after a resume)
     if task.thresholds and val_pred is None:
