@@ -46,7 +46,7 @@ from spinebench.models.classifiers import fit_min_input  # noqa: E402
 from spinebench.tasks.base import auroc  # noqa: E402
 from spinebench.tasks.detection import DetectionTask, detection_metrics  # noqa: E402
 from spinebench.models.transfer import (IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2, body_classifier,  # noqa: E402
-                                        init_backbone_from_classifier)
+                                        init_backbone_from_classifier, start_body_classifier)
 
 log = logging.getLogger("bench_detector_recipe")
 
@@ -80,6 +80,7 @@ class Recipe:
     rename: dict | None = None    # classifier -> body module names (a partial transfer, e.g. the stem only)
     pretrain_epochs: int | None = None  # "body" pre-training: epochs of the quick classifier settings (None: its own)
     pretrain: dict = field(default_factory=dict)  # the pre-training's TrainSettings fields on top of run-all's
+    start: bool = False           # "body" only: start the pre-training from the plan's start_from (IN_DOMAIN)
 
 
 def _planned(model: str) -> Recipe:
@@ -88,7 +89,8 @@ def _planned(model: str) -> Recipe:
     return Recipe(model, QUICK.detector, dict(QUICK.detector_kwargs, **plan.model_kwargs),
                   init="body" if plan.classifier.startswith("body:") else plan.classifier,
                   trainable_from=plan.trainable_from, freeze_body=plan.freeze_body,
-                  rename=dict(plan.rename) if plan.rename else None, pretrain_epochs=plan.pretrain_epochs)
+                  rename=dict(plan.rename) if plan.rename else None, pretrain_epochs=plan.pretrain_epochs,
+                  start=bool(plan.start_from))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -131,7 +133,7 @@ def _override(recipe: Recipe, items: list[str]) -> Recipe:
             kwargs[key[3:]] = value
         elif key.startswith("pretrain."):
             fields.setdefault("pretrain", dict(recipe.pretrain))[key[9:]] = value
-        elif key in ("init", "freeze_bn", "trainable_from", "freeze_body", "model", "pretrain_epochs"):
+        elif key in ("init", "freeze_bn", "trainable_from", "freeze_body", "model", "pretrain_epochs", "start"):
             fields[key] = value
         else:
             settings = replace(settings, **{key: value})
@@ -163,10 +165,13 @@ _pretrained: dict[str, tuple[dict, float]] = {}
 
 
 def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir: Path | None,
-              epochs: int | None = None, extra: dict | None = None) -> tuple[dict, float]:
+              epochs: int | None = None, extra: dict | None = None, start: bool = False) -> tuple[dict, float]:
     """Train the classifier a recipe transfers from, on the training split only, as run-all trains it
-    (``extra``: TrainSettings fields on top of run-all's)."""
+    (``extra``: TrainSettings fields on top of run-all's; ``start``: a body pre-training begins from the plan's
+    ``start_from`` classifier, itself trained here first, as the runner does)."""
     key = f"{kind}:run-all" if kind != "body" else f"body:{detector}:e{epochs or QUICK.classifier.epochs}"
+    if kind == "body" and start:
+        key += ":start"
     if extra:
         key += ":" + ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
     if key in _pretrained:
@@ -185,6 +190,9 @@ def _pretrain(kind: str, detector: str, sets: dict, device, seed: int, cache_dir
     elif kind == "body":
         arch = create_model(detector, pretrained="none", min_size=64, max_size=64).default_cfg["backbone"]
         model = body_classifier(arch.removeprefix("timm."))
+        if start:
+            plan = IN_DOMAIN[detector]
+            start_body_classifier(model, plan, _pretrain(plan.start_from, detector, sets, device, seed, cache_dir)[0])
         # as the runner pre-trains it (runner._transfer_into): its own minimum input, the profile's pretrain_s
         settings = replace(QUICK.classifier, epochs=epochs or QUICK.classifier.epochs,
                            image_size=fit_min_input(QUICK.classifier.image_size, model.min_input_size),
@@ -214,7 +222,7 @@ def run_recipe(name: str, recipe: Recipe, sets: dict, device, seed: int = 0, cac
     state = None
     if recipe.init != "none":
         state, pretrain_s = _pretrain(recipe.init, recipe.model, sets, device, seed, cache_dir, recipe.pretrain_epochs,
-                                      recipe.pretrain)
+                                      recipe.pretrain, recipe.start)
     torch.manual_seed(det_seed)
     model = create_model(recipe.model, pretrained="none", **recipe.model_kwargs)
     if state is not None:

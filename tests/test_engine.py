@@ -559,7 +559,36 @@ def test_a_body_pretrains_at_its_minimum_input_when_the_classifier_input_is_smal
                      git_commit="", counts={}, pretrained="none")
     model = create_model(name, pretrained="none", **prof.detector_kwargs, **IN_DOMAIN[name].model_kwargs)
     seconds = _transfer_into(model, name, ctx, tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
-    assert seconds > 0 and model.pretrained_source.startswith("in-domain:body:")
+    # cls_inception_v3, whose stem the plan starts the body from, was not trained in this run: said, not claimed
+    assert seconds > 0 and model.pretrained_source == "in-domain:body:inception_resnet_v2"
+
+
+def test_the_inception_resnet_v2_body_starts_from_the_runs_inception_v3_stem(tiny_data, monkeypatch):
+    """With cls_inception_v3 trained earlier in the run, the detector's body is the pre-trained body classifier
+    that started from its stem (the pre-training stubbed here: the stem reaches the detector as loaded), and the
+    record says so; the run keeps cls_inception_v3's weights for it (a transfer source)."""
+    from spinebench.engine import runner
+    from spinebench.models.transfer import IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2
+
+    name = "det_faster_rcnn_inception_resnet_v2"
+    prof = replace(TINY, transfer=(name,))
+    ctx = runner.RunContext(run_id="t", run_dir=Path("."), data=[tiny_data], profile=prof,
+                            device=torch.device("cpu"), git_commit="", counts={}, pretrained="none")
+    assert runner._transfer_sources(ctx) == {"cls_inception_v3"}
+    torch.manual_seed(0)
+    cls_state = create_model("cls_inception_v3", pretrained="none").state_dict()
+    cls_state = {k: v + 0.5 if k.endswith("conv.weight") else v for k, v in cls_state.items()}  # "trained"
+    ctx.trained["cls_inception_v3"] = cls_state
+    pretrained_bodies = []
+    monkeypatch.setattr(runner, "train_model", lambda body, *a, **k: pretrained_bodies.append(body))
+    model = create_model(name, pretrained="none", **prof.detector_kwargs, **IN_DOMAIN[name].model_kwargs)
+    tr, va = _tiny_sets(tiny_data)
+    runner._transfer_into(model, name, ctx, tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
+    assert len(pretrained_bodies) == 1
+    assert model.pretrained_source == "in-domain:body:inception_resnet_v2+cls_inception_v3:stem"
+    body = model.backbone.body.state_dict()
+    for v3, irv2 in INCEPTION_V3_STEM_TO_IRV2.items():
+        assert torch.equal(body[f"{irv2}.conv.weight"], cls_state[f"net.{v3}.conv.weight"])
 
 
 @pytest.mark.parametrize("argv", [["run-all"], ["train", "cls_resnet50"], ["evaluate"], ["predict", "x.png"]])

@@ -149,6 +149,33 @@ def test_inception_v3_stem_starts_the_inception_resnet_v2_stem(inception_cls_sta
     assert all(p.requires_grad for p in body.mixed_5b.parameters())
 
 
+def test_inception_resnet_v2_body_pretraining_starts_from_the_inception_v3_stem(inception_cls_state):
+    """The plan's start: the body classifier the runner pre-trains gets cls_inception_v3's five stem layers
+    (weights and BatchNorm statistics), the rest stays at its init, nothing is frozen; a state without the whole
+    stem is refused rather than half-loaded. The plan names what it needs from the run."""
+    from spinebench.models.transfer import IN_DOMAIN, INCEPTION_V3_STEM_TO_IRV2, start_body_classifier
+
+    plan = IN_DOMAIN["det_faster_rcnn_inception_resnet_v2"]
+    assert plan.start_from == "cls_inception_v3" and plan.needs == "cls_inception_v3"
+    assert plan.pretrained == "in-domain:body:inception_resnet_v2+cls_inception_v3:stem"
+    assert IN_DOMAIN["det_faster_rcnn_inception_v2"].needs == "cls_inception_v3"
+    torch.manual_seed(3)
+    body = plan.make_classifier()
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    rep = start_body_classifier(body, plan, inception_cls_state)
+    assert {k.split(".")[0] for k in rep.loaded} == set(INCEPTION_V3_STEM_TO_IRV2.values())
+    after = body.state_dict()
+    for v3, irv2 in INCEPTION_V3_STEM_TO_IRV2.items():
+        for leaf in ("conv.weight", "bn.weight", "bn.running_mean", "bn.running_var"):
+            assert torch.equal(after[f"net.{irv2}.{leaf}"], inception_cls_state[f"net.{v3}.{leaf}"])
+    assert not torch.equal(before["net.conv2d_4a.conv.weight"], after["net.conv2d_4a.conv.weight"])
+    assert torch.equal(before["net.mixed_5b.branch0.conv.weight"], after["net.mixed_5b.branch0.conv.weight"])
+    assert all(p.requires_grad for p in body.parameters())
+    partial = {k: v for k, v in inception_cls_state.items() if not k.startswith("net.Conv2d_4a_3x3")}
+    with pytest.raises(SpinebenchError, match="conv2d_4a"):
+        start_body_classifier(plan.make_classifier(), plan, partial)
+
+
 @pytest.mark.parametrize("name", ["det_faster_rcnn_inception_v2", "det_faster_rcnn_inception_resnet_v2"])
 def test_every_detector_has_an_in_domain_plan(name, inception_cls_state):
     from spinebench.models import list_models
@@ -162,7 +189,8 @@ def test_every_detector_has_an_in_domain_plan(name, inception_cls_state):
             init_in_domain(create_model(name, **DET_KW), state)
     det = create_model(name, **DET_KW, **plan.model_kwargs)
     rep, pretrained = init_in_domain(det, state)
-    assert pretrained == "in-domain:" + plan.classifier and rep.missing == []
+    assert pretrained == plan.pretrained and pretrained.startswith("in-domain:" + plan.classifier)
+    assert rep.missing == []
     assert det.default_cfg["backbone_init"] == pretrained
     trains = {n for n, p in det.backbone.body.named_parameters() if p.requires_grad}
     assert not trains if plan.freeze_body else trains

@@ -361,7 +361,7 @@ def _run_in_lanes(ctx: RunContext, n: int, models: list[str], seeds: list[int], 
     from spinebench.evaluation.results import error_row
     from spinebench.models.transfer import IN_DOMAIN
 
-    after = {m: IN_DOMAIN[m].classifier for m in ctx.profile.transfer if m in IN_DOMAIN}
+    after = {m: IN_DOMAIN[m].needs for m in ctx.profile.transfer if m in IN_DOMAIN and IN_DOMAIN[m].needs}
     plan = lanes.plan_lanes(models, n, after)
     cpus = lanes.cpu_shares(len(plan)) if ctx.device.type == "cpu" else None
     log.info("run %s: %d lanes: %s", ctx.run_id, len(plan), " | ".join(" ".join(lane) for lane in plan))
@@ -515,7 +515,7 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
 def _transfer_sources(ctx: RunContext) -> set[str]:
     from spinebench.models.transfer import IN_DOMAIN
 
-    return {IN_DOMAIN[m].classifier for m in ctx.profile.transfer if m in IN_DOMAIN}
+    return {IN_DOMAIN[m].needs for m in ctx.profile.transfer if m in IN_DOMAIN} - {None}
 
 
 def _transfer_kwargs(name: str, ctx: RunContext) -> dict:
@@ -530,19 +530,29 @@ def _transfer_kwargs(name: str, ctx: RunContext) -> dict:
 def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed: int) -> float:
     """In-domain transfer (``Profile.transfer``, plans in ``spinebench.models.transfer.IN_DOMAIN``): start the
     model's backbone from a classifier this run trained before it on the same training split, or from its own body
-    pre-trained as a classifier here (its seconds, returned, count as the model's training time). Only this run's
+    pre-trained as a classifier here (its seconds, returned, count as the model's training time; the pre-training
+    starts from the plan's ``start_from`` classifier of this run where there is one). Only this run's
     training split is ever used: weights of another run or split have seen this run's validation and test images.
     ``model.pretrained_source`` records it (``in-domain:<classifier>``); the row's ``pretrained`` column keeps
     meaning ImageNet weights."""
-    from spinebench.models.transfer import IN_DOMAIN, init_in_domain
+    from spinebench.models.transfer import IN_DOMAIN, init_in_domain, start_body_classifier
 
     if name not in ctx.profile.transfer or name not in IN_DOMAIN or model.pretrained_loaded:
         return 0.0  # ImageNet weights, where they arrived, come first
     plan, t0 = IN_DOMAIN[name], time.perf_counter()
+    source = None  # the plan's provenance, unless the start differs from it
+    if plan.needs and _run_trained(plan.needs, ctx) is None:
+        log.warning("%s: %s, its in-domain start, was not trained earlier in this run: %s", name, plan.needs,
+                    "its body is pre-trained from random init" if plan.start_from else "trained from random init")
+        if not plan.start_from:
+            return 0.0
+        source = f"in-domain:{plan.classifier}"
     if plan.classifier.startswith("body:"):
         from spinebench.models.classifiers import fit_min_input
 
         body = plan.make_classifier()
+        if source is None and plan.start_from:
+            start_body_classifier(body, plan, ctx.trained[plan.start_from])
         budget = settings.extra.get("pretrain_s")
         size = ctx.profile.classifier.image_size
         cls_settings = replace(ctx.profile.classifier, final_checkpoint=False, time_budget_s=budget,
@@ -551,19 +561,21 @@ def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed
         train_model(body, train, val, settings=cls_settings, device=ctx.device, seed=seed, progress=False)
         state = body.state_dict()
     else:
-        if plan.classifier not in ctx.trained:  # a resumed run: the source finished in an earlier session
-            from spinebench.weights import read_records
-
-            rec = read_records(ctx.weights_dir).get(plan.classifier) if ctx.weights_dir.is_dir() else None
-            if rec is not None and rec.run_id == ctx.run_id and rec.file and rec.path.is_file():
-                ctx.trained[plan.classifier] = rec.state_dict()
-        if plan.classifier not in ctx.trained:
-            log.warning("%s: trained from random init (%s, its in-domain start, was not trained earlier in this "
-                        "run)", name, plan.classifier)
-            return 0.0
         state = ctx.trained[plan.classifier]
-    _, model.pretrained_source = init_in_domain(model, state, name)
+    _, model.pretrained_source = init_in_domain(model, state, name, source=source)
     return time.perf_counter() - t0
+
+
+def _run_trained(name: str, ctx: RunContext):
+    """Classifier ``name``'s state dict as trained earlier in this run (kept in ``ctx.trained``, or read back from
+    this run's weights when the run was resumed after it finished), or None."""
+    if name not in ctx.trained:  # a resumed run: the source finished in an earlier session
+        from spinebench.weights import read_records
+
+        rec = read_records(ctx.weights_dir).get(name) if ctx.weights_dir.is_dir() else None
+        if rec is not None and rec.run_id == ctx.run_id and rec.file and rec.path.is_file():
+            ctx.trained[name] = rec.state_dict()
+    return ctx.trained.get(name)
 
 
 def _save_trained(model, name, task, ctx: RunContext, seed, scored, settings, input_size, kwargs, fit,

@@ -17,8 +17,10 @@ steps then only have to localise.
   :func:`body_classifier` wraps timm's ``inception_resnet_v2`` as a finding classifier behind the pixel contract
   so it can be pre-trained on the training split by the same training loop (48 steps of the quick classifier
   settings, ~75 s on 2 CPU cores), then transferred and frozen: its detector steps cost half as much (no
-  backward through the 54 M-parameter body). Only Inception-v3's stem fits this body (:data:`INCEPTION_V3_STEM_TO_IRV2`);
-  that alone measured little.
+  backward through the 54 M-parameter body). Only Inception-v3's stem fits this body (:data:`INCEPTION_V3_STEM_TO_IRV2`):
+  alone, in place of the pre-training, it measured little; as the start of the pre-training (``start_from``), the
+  body classifier begins with the trained ``cls_inception_v3``'s stem instead of a random one, and its few dozen
+  steps go to the layers above it.
 
 :data:`IN_DOMAIN` holds each detector's plan and :func:`init_in_domain` applies it. The classifier must be trained
 on THIS run's training split (the same split file): one trained on another split has seen validation or test
@@ -60,7 +62,9 @@ class InDomainPlan:
     ``classifier``: a registered classifier that run-all trains anyway (``cls_inception_v3``), or ``body:<arch>``:
     the detector's own timm body as a classifier (:func:`body_classifier`), trained for ``pretrain_epochs`` of the
     profile's classifier settings before the detector. ``model_kwargs``: what the detector must be built with
-    for this start (a frozen body needs ``fpn_norm="gn"``).
+    for this start (a frozen body needs ``fpn_norm="gn"``). ``start_from`` (``body:<arch>`` only): a registered
+    classifier trained earlier in the run whose first stages, renamed by ``start_rename``, start that body
+    classifier before its pre-training (:func:`start_body_classifier`).
     """
 
     classifier: str
@@ -69,11 +73,20 @@ class InDomainPlan:
     freeze_body: bool = False
     pretrain_epochs: int | None = None       # body:<arch> only; None: the profile's classifier epochs
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    start_from: str | None = None
+    start_rename: Mapping[str, str] | None = None
 
     @property
     def pretrained(self) -> str:
-        """The provenance string a result row records, e.g. ``"in-domain:cls_inception_v3"``."""
-        return f"in-domain:{self.classifier}" + (":stem" if self.rename else "")
+        """The provenance string a result row records, e.g. ``"in-domain:cls_inception_v3"``, or
+        ``"in-domain:body:inception_resnet_v2+cls_inception_v3:stem"`` for a body pre-trained from that stem."""
+        return (f"in-domain:{self.classifier}" + (":stem" if self.rename else "")
+                + (f"+{self.start_from}:stem" if self.start_from else ""))
+
+    @property
+    def needs(self) -> str | None:
+        """The registered classifier this start needs trained earlier in the same run (None: none)."""
+        return self.start_from if self.classifier.startswith("body:") else self.classifier
 
     def make_classifier(self) -> nn.Module:
         """A fresh classifier to pre-train (``create_model`` for a registered one)."""
@@ -88,11 +101,16 @@ class InDomainPlan:
 #: profile). Inception-v2: Lum AP@0.5 0.25-0.33, implant AUROC 0.87-0.93 (random init 0.03 / 0.69).
 #: Inception-ResNet-v2: its own body, 48 classifier steps (~75 s, validation implant AUROC 0.99), then frozen:
 #: ~1 s per detector step instead of 2.2; after 60 steps 0.21 / 0.90 (random init, 96 steps: 0.03 / 0.79; the
-#: Inception-v3 stem alone, 96 steps: 0.12 / 0.77).
+#: Inception-v3 stem alone, 96 steps: 0.12 / 0.77). In fp32 (a 2-core AVX2 EPYC) the quick profile's 35 s of
+#: pre-training are ~24 steps, and the body stays near its random init; started from the run's cls_inception_v3
+#: stem, the same 35 s + 50 s gave on 600 unseen films implant AUROC 0.863 / 0.863 against 0.754 / 0.716 and
+#: Lum AP@0.5 0.268 / 0.216 against 0.066 / 0.026 (session 39, 2 paired seeds; docs/results.md).
 IN_DOMAIN: dict[str, InDomainPlan] = {
     "det_faster_rcnn_inception_v2": InDomainPlan("cls_inception_v3", trainable_from="Mixed_6a"),
     "det_faster_rcnn_inception_resnet_v2": InDomainPlan("body:inception_resnet_v2", freeze_body=True,
-                                                        pretrain_epochs=4, model_kwargs={"fpn_norm": "gn"}),
+                                                        pretrain_epochs=4, model_kwargs={"fpn_norm": "gn"},
+                                                        start_from="cls_inception_v3",
+                                                        start_rename=INCEPTION_V3_STEM_TO_IRV2),
 }
 
 
@@ -234,11 +252,28 @@ def body_classifier(arch: str, name: str | None = None, num_classes: int = len(F
     return model
 
 
+def start_body_classifier(body_cls: nn.Module, plan: InDomainPlan,
+                          state: Mapping[str, torch.Tensor]) -> TransferReport:
+    """Start a ``body:<arch>`` plan's classifier (:meth:`InDomainPlan.make_classifier`) from ``state``, the
+    trained weights of ``plan.start_from``, in place: the stages ``plan.start_rename`` maps (all of them, or
+    SpinebenchError), the rest left at their init. Nothing is frozen: the pre-training goes on from there."""
+    if not plan.start_from or not plan.start_rename:
+        raise SpinebenchError(f"the plan for {plan.classifier} has no start_from / start_rename")
+    body = body_cls.net if hasattr(body_cls, "net") else body_cls
+    rep = load_body_state(body, state, source=plan.start_from, rename=plan.start_rename)
+    missed = set(plan.start_rename.values()) - {k.split(".")[0] for k in rep.loaded}
+    if missed:
+        raise SpinebenchError(f"{plan.start_from}: no weights for {', '.join(sorted(missed))} of the body")
+    return rep
+
+
 def init_in_domain(detector: nn.Module, classifier_state: Mapping[str, torch.Tensor],
-                   name: str | None = None) -> tuple[TransferReport, str]:
+                   name: str | None = None, source: str | None = None) -> tuple[TransferReport, str]:
     """Start ``detector`` from ``classifier_state`` as :data:`IN_DOMAIN` plans it for the detector's name.
 
-    Returns (report, the ``pretrained`` string to record). Raises SpinebenchError for a detector without a plan.
+    ``source`` replaces the plan's provenance string where the start differed from the plan (a body pre-trained
+    without its ``start_from``, which this run did not train). Returns (report, the ``pretrained`` string to
+    record). Raises SpinebenchError for a detector without a plan.
     """
     name = name or detector.default_cfg["name"]
     if name not in IN_DOMAIN:
@@ -249,6 +284,7 @@ def init_in_domain(detector: nn.Module, classifier_state: Mapping[str, torch.Ten
         raise SpinebenchError(f"{name}'s in-domain start needs the detector built with {dict(plan.model_kwargs)} "
                               f"(create_model(..., **IN_DOMAIN[name].model_kwargs)); it has "
                               f"{ {k: detector.default_cfg.get(k) for k in wrong} }")
-    rep = init_backbone_from_classifier(detector, classifier_state, source=plan.pretrained, rename=plan.rename,
+    source = source or plan.pretrained
+    rep = init_backbone_from_classifier(detector, classifier_state, source=source, rename=plan.rename,
                                         trainable_from=plan.trainable_from, freeze_body=plan.freeze_body)
-    return rep, plan.pretrained
+    return rep, source
