@@ -103,8 +103,9 @@ class InDomainPlan:
 #: ~1 s per detector step instead of 2.2; after 60 steps 0.21 / 0.90 (random init, 96 steps: 0.03 / 0.79; the
 #: Inception-v3 stem alone, 96 steps: 0.12 / 0.77). In fp32 (a 2-core AVX2 EPYC) the quick profile's 35 s of
 #: pre-training are ~24 steps, and the body stays near its random init; started from the run's cls_inception_v3
-#: stem, the same 35 s + 50 s gave on 600 unseen films implant AUROC 0.863 / 0.863 against 0.754 / 0.716 and
-#: Lum AP@0.5 0.268 / 0.216 against 0.066 / 0.026 (session 39, 2 paired seeds; docs/results.md).
+#: stem, the same 35 s + 50 s gave on 600 unseen films implant AUROC 0.863 / 0.863 / 0.855 against 0.754 / 0.716 /
+#: 0.614 and Lum AP@0.5 0.268 / 0.216 / 0.181 against 0.066 / 0.026 / 0.014 (3 paired seeds; docs/results.md,
+#: session 39).
 IN_DOMAIN: dict[str, InDomainPlan] = {
     "det_faster_rcnn_inception_v2": InDomainPlan("cls_inception_v3", trainable_from="Mixed_6a"),
     "det_faster_rcnn_inception_resnet_v2": InDomainPlan("body:inception_resnet_v2", freeze_body=True,
