@@ -359,10 +359,8 @@ def _run_in_lanes(ctx: RunContext, n: int, models: list[str], seeds: list[int], 
     """The run's models in ``n`` concurrent lanes (``spinebench.engine.lanes``), merged into this run folder."""
     from spinebench.engine import lanes
     from spinebench.evaluation.results import error_row
-    from spinebench.models.transfer import IN_DOMAIN
 
-    after = {m: IN_DOMAIN[m].needs for m in ctx.profile.transfer if m in IN_DOMAIN and IN_DOMAIN[m].needs}
-    plan = lanes.plan_lanes(models, n, after)
+    plan = lanes.plan_lanes(models, n, _transfer_needs(ctx))
     cpus = lanes.cpu_shares(len(plan)) if ctx.device.type == "cpu" else None
     log.info("run %s: %d lanes: %s", ctx.run_id, len(plan), " | ".join(" ".join(lane) for lane in plan))
     lane_runs = lanes.run_lanes(plan, child, ctx.run_dir / "lanes", cpus, logging.getLogger().getEffectiveLevel())
@@ -512,10 +510,15 @@ def _run_one(name: str, seed: int, ctx: RunContext, sets: dict[str, SpineDataset
     return row, extra
 
 
-def _transfer_sources(ctx: RunContext) -> set[str]:
+def _transfer_needs(ctx: RunContext) -> dict[str, str]:
+    """Each in-domain model of the profile -> the model of this run its start needs trained before it."""
     from spinebench.models.transfer import IN_DOMAIN
 
-    return {IN_DOMAIN[m].needs for m in ctx.profile.transfer if m in IN_DOMAIN} - {None}
+    return {m: IN_DOMAIN[m].needs for m in ctx.profile.transfer if m in IN_DOMAIN and IN_DOMAIN[m].needs}
+
+
+def _transfer_sources(ctx: RunContext) -> set[str]:
+    return set(_transfer_needs(ctx).values())
 
 
 def _transfer_kwargs(name: str, ctx: RunContext) -> dict:
@@ -546,7 +549,7 @@ def _transfer_into(model, name: str, ctx: RunContext, train, val, settings, seed
                     "its body is pre-trained from random init" if plan.start_from else "trained from random init")
         if not plan.start_from:
             return 0.0
-        source = f"in-domain:{plan.classifier}"
+        source = replace(plan, start_from=None).pretrained
     if plan.classifier.startswith("body:"):
         from spinebench.models.classifiers import fit_min_input
 

@@ -260,8 +260,7 @@ def start_body_classifier(body_cls: nn.Module, plan: InDomainPlan,
     SpinebenchError), the rest left at their init. Nothing is frozen: the pre-training goes on from there."""
     if not plan.start_from or not plan.start_rename:
         raise SpinebenchError(f"the plan for {plan.classifier} has no start_from / start_rename")
-    body = body_cls.net if hasattr(body_cls, "net") else body_cls
-    rep = load_body_state(body, state, source=plan.start_from, rename=plan.start_rename)
+    rep = load_body_state(body_cls.net, state, source=plan.start_from, rename=plan.start_rename)
     missed = set(plan.start_rename.values()) - {k.split(".")[0] for k in rep.loaded}
     if missed:
         raise SpinebenchError(f"{plan.start_from}: no weights for {', '.join(sorted(missed))} of the body")
