@@ -244,27 +244,32 @@ class _WallBudget:
     still to train (:func:`~spinebench.engine.profiles.budget_scale`), from the clock and what each of them will cost
     beyond its budget.
 
-    That cost is estimated per task: the mean over the finished models of the same task, else the task's
-    ``run_overhead_s``. Why not one mean over all finished models: a detector's scoring costs 20-28 s beyond its
-    budget on two cores, the Cobb model's then about 2 s, so one mean cut the last model, the Cobb model, to 40 of
-    its 60 s in a run that then ended 9 s early (eebb805, 2-core Xeon).
+    That cost is the model's prior (``Task.run_overhead``: its task's, plus what a pre-trained body adds) times what
+    the finished models of the same task cost against their priors (1 until one has finished). Why per task: a
+    detector's scoring costs 17-25 s beyond its budget on two cores, a classifier's 0-7 s, so one mean over all
+    finished models cut the last model, the Cobb model, to 40 of its 60 s (eebb805, 2-core Xeon). Why priors that
+    fit the slowest CPU measured (a 2-core fp32 EPYC): where they fell short (the Cobb model's 15 s against the 20-25
+    it costs there, Inception-ResNet-v2's 25 against 36-42), the last model paid for all of it: the Cobb model got
+    36-42 s of its 60 in four fresh clones (3-4 epochs: SMAPE 22-31%) while the others kept 90-100% of theirs.
     """
 
     def __init__(self, ctx: RunContext, queue: list[tuple[str, int]], t_start: float):
         self.ctx, self.t_start = ctx, t_start
         n_train = max(1, ctx.counts.get("train", 1))
         # the settings each model will train with (the run's overrides too), before any scaling
-        self.budgets = [budget_seconds(ctx.settings(name, n_train)) for name, _ in queue]
+        settings = [ctx.settings(name, n_train) for name, _ in queue]
+        self.budgets = [budget_seconds(s) for s in settings]
         self.names = [f"{name}-s{seed}" for name, seed in queue]
         self.tasks = [get_task(name) for name, _ in queue]
+        self.priors = [task.run_overhead(s) for task, s in zip(self.tasks, settings)]
         self.given: list[float] = []
-        self.overheads: dict[str, list[float]] = {}
+        self.ratios: dict[str, list[float]] = {}  # task -> each finished model's cost beyond its budget / its prior
         self.warned = False
 
     def overhead(self, i: int) -> float:
         """What the ``i``-th model is expected to cost beyond its budget."""
-        seen = self.overheads.get(self.tasks[i].name)
-        return sum(seen) / len(seen) if seen else self.tasks[i].run_overhead_s
+        seen = self.ratios.get(self.tasks[i].name)
+        return self.priors[i] * (sum(seen) / len(seen) if seen else 1.0)
 
     def before(self, i: int) -> None:
         elapsed = time.perf_counter() - self.t_start
@@ -286,7 +291,11 @@ class _WallBudget:
             self.warned = self.warned or loud
 
     def after(self, i: int, wall_s: float) -> None:
-        self.overheads.setdefault(self.tasks[i].name, []).append(max(0.0, wall_s - self.given[i]))
+        beyond = max(0.0, wall_s - self.given[i])
+        log.info("%s: %.0f s in all, %.0f s beyond its %.0f s budget (%.0f s expected)", self.names[i], wall_s,
+                 beyond, self.given[i], self.overhead(i))
+        if self.priors[i] > 0:
+            self.ratios.setdefault(self.tasks[i].name, []).append(beyond / self.priors[i])
         self.ctx.budget_scale = 1.0
 
 

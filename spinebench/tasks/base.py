@@ -32,14 +32,19 @@ class Task:
     predictions_suffix: str = ""
     #: whether GPU training uses channels-last (fixed-size image batches) and cuDNN autotuning (fixed shapes)
     fixed_shapes: bool = True
-    #: seconds a model of this task costs a run beyond its clock budget (set-up, scoring, saving), assumed by the
-    #: wall budget until one has finished (a classifier's scoring on a 2-core CPU; ``engine.runner._WallBudget``)
+    #: seconds a model of this task costs a run beyond its clock budget (set-up, final validation, scoring, saving):
+    #: the wall budget's prior (``engine.runner._WallBudget``; a classifier's 0-7 s on a 2-core fp32 EPYC)
     run_overhead_s: float = 8.0
 
     # ------------------------------------------------------------------------------------------ profile
     def settings(self, profile, name: str, n_train: int, image_size: int | None = None):
         """The model's TrainSettings in ``profile`` (``--image-size`` applies only where it means something)."""
         raise NotImplementedError
+
+    def run_overhead(self, settings) -> float:
+        """What a model trained with ``settings`` is expected to cost a run beyond its clock budget, before any
+        model of this task has finished (:attr:`run_overhead_s`; the wall budget then scales it by what they cost)."""
+        return self.run_overhead_s
 
     def model_kwargs(self, profile, settings) -> dict:
         """``create_model`` kwargs the profile (and the model's settings) give it (recorded with the weights)."""

@@ -51,11 +51,18 @@ def detection_metrics(pred: dict, n_boot: int = 0, seed: int = 0) -> dict:
 
 class DetectionTask(ImageLevelTask):
     name = "detection"
-    run_overhead_s = 25.0  # scoring two splits through region proposals: 20-28 s beyond the budget on 2 cores
+    # validating and scoring through region proposals: 17-25 s beyond the budget (Inception-v2, 2-core fp32 EPYC)
+    run_overhead_s = 25.0
+    #: what a body pre-trained as a classifier first (``extra["pretrain_s"]``) adds: its own set-up and validation,
+    #: a slower detector to score and save (Inception-ResNet-v2: 36-42 s beyond its 85 s in four fresh clones)
+    pretrain_overhead_s = 15.0
     fixed_shapes = False     # images keep their aspect: no channels-last, no cuDNN autotuning per shape
     #: at most this many images per prediction batch, all of one padded input shape (``predict_batches``)
     predict_batch_size = 4
     boxes = True
+
+    def run_overhead(self, settings) -> float:
+        return self.run_overhead_s + (self.pretrain_overhead_s if settings.extra.get("pretrain_s") else 0.0)
 
     def predict_batches(self, model, ds, batch_size: int) -> list[list[int]]:
         """Batches of images that the model pads to the same input shape, so that each image's boxes and scores are
