@@ -579,12 +579,19 @@ def test_the_inception_resnet_v2_body_starts_from_the_runs_inception_v3_stem(tin
     cls_state = create_model("cls_inception_v3", pretrained="none").state_dict()
     cls_state = {k: v + 0.5 if k.endswith("conv.weight") else v for k, v in cls_state.items()}  # "trained"
     ctx.trained["cls_inception_v3"] = cls_state
-    pretrained_bodies = []
-    monkeypatch.setattr(runner, "train_model", lambda body, *a, **k: pretrained_bodies.append(body))
+    pretrained_bodies, validated_on = [], []
+    monkeypatch.setattr(runner, "train_model",
+                        lambda body, tr, va, **k: pretrained_bodies.append(body) or validated_on.append(va))
     model = create_model(name, pretrained="none", **prof.detector_kwargs, **IN_DOMAIN[name].model_kwargs)
     tr, va = _tiny_sets(tiny_data)
     runner._transfer_into(model, name, ctx, tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
     assert len(pretrained_bodies) == 1
+    assert validated_on == [va]      # TINY's classifiers validate every epoch: the best one is kept
+    once = replace(prof, classifier=replace(prof.classifier, val_every=0))
+    runner._transfer_into(create_model(name, pretrained="none", **prof.detector_kwargs,
+                                       **IN_DOMAIN[name].model_kwargs),
+                          name, replace(ctx, profile=once), tr, va, replace(prof.detector, extra={"pretrain_s": 30}), 0)
+    assert validated_on[-1] is None  # quick's validate once, after the last epoch: that selects nothing
     assert model.pretrained_source == "in-domain:body:inception_resnet_v2+cls_inception_v3:stem"
     body = model.backbone.body.state_dict()
     for v3, irv2 in INCEPTION_V3_STEM_TO_IRV2.items():
