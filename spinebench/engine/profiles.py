@@ -201,8 +201,10 @@ PROFILES = {
         cobb_model="cobb_regress_resnet10t",
         n_boot=300,
         # The ten minutes for `run-all`, data generation included, less 30 s for what the estimate misses
-        # (imports before the clock starts, a slow last scoring). The budgets above sum to ~470 s; a 2-core EPYC ran
-        # the whole in 496-518 s (unscaled), a 2-core Xeon in 565-592 s.
+        # (imports before the clock starts, a slow last scoring). The budgets above sum to 474 s; a 2-core EPYC ran
+        # the whole in 496-518 s (unscaled), a 2-core AMX Xeon in 565-592 s. On a 2-core fp32 EPYC (Zen 3) the data
+        # take 38-46 s and the seven models ~120 s beyond their budgets (engine.runner._WallBudget), so every model
+        # gets ~0.85 of its budget there.
         wall_budget_s=570,
     ),
     "paper": Profile(

@@ -246,7 +246,7 @@ class _WallBudget:
 
     That cost is the model's prior (``Task.run_overhead``: its task's, plus what a pre-trained body adds) times what
     the finished models of the same task cost against their priors (1 until one has finished). Why per task: a
-    detector's scoring costs 17-25 s beyond its budget on two cores, a classifier's 0-7 s, so one mean over all
+    detector's scoring costs 17-25 s beyond its budget on two cores, a classifier's 1-8 s, so one mean over all
     finished models cut the last model, the Cobb model, to 40 of its 60 s (eebb805, 2-core Xeon). Why priors that
     fit the slowest CPU measured (a 2-core fp32 EPYC): where they fell short (the Cobb model's 15 s against the 20-25
     it costs there, Inception-ResNet-v2's 25 against 36-42), the last model paid for all of it: the Cobb model got

@@ -33,7 +33,7 @@ class Task:
     #: whether GPU training uses channels-last (fixed-size image batches) and cuDNN autotuning (fixed shapes)
     fixed_shapes: bool = True
     #: seconds a model of this task costs a run beyond its clock budget (set-up, final validation, scoring, saving):
-    #: the wall budget's prior (``engine.runner._WallBudget``; a classifier's 0-7 s on a 2-core fp32 EPYC)
+    #: the wall budget's prior (``engine.runner._WallBudget``; a classifier's 1-8 s on a 2-core fp32 EPYC)
     run_overhead_s: float = 8.0
 
     # ------------------------------------------------------------------------------------------ profile

@@ -53,8 +53,9 @@ class DetectionTask(ImageLevelTask):
     name = "detection"
     # validating and scoring through region proposals: 17-25 s beyond the budget (Inception-v2, 2-core fp32 EPYC)
     run_overhead_s = 25.0
-    #: what a body pre-trained as a classifier first (``extra["pretrain_s"]``) adds: its own set-up and validation,
-    #: a slower detector to score and save (Inception-ResNet-v2: 36-42 s beyond its 85 s in four fresh clones)
+    #: what a body pre-trained as a classifier first (``extra["pretrain_s"]``) adds: its set-up, a slower detector to
+    #: validate, score and save (Inception-ResNet-v2, 2-core fp32 EPYC: 36-50 s beyond its budget in five fresh
+    #: clones; 41 s once its body's one validation was skipped, engine.runner._transfer_into)
     pretrain_overhead_s = 15.0
     fixed_shapes = False     # images keep their aspect: no channels-last, no cuDNN autotuning per shape
     #: at most this many images per prediction batch, all of one padded input shape (``predict_batches``)
