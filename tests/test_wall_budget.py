@@ -33,7 +33,7 @@ def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
     queue = [("cls_squeezenet1_1", 0), ("det_faster_rcnn_inception_v2", 0),
              ("det_faster_rcnn_inception_resnet_v2", 0), (quick.cobb_model, 0)]
     wall = _WallBudget(ctx, queue, time.perf_counter())
-    # the priors: each task's, and Inception-ResNet-v2's pre-trained body adds its own set-up and validation
+    # the priors: each task's, and Inception-ResNet-v2's pre-trained body adds its set-up and a slower detector
     assert [wall.overhead(j) for j in range(4)] == [8.0, 25.0, 40.0, 25.0]
     wall.before(0)
     wall.after(0, wall.given[0] + 4.0)                  # a classifier cost half its prior
