@@ -353,6 +353,79 @@ def test_detector_applies_its_box_fusion():
             create_model("det_faster_rcnn_inception_v2", class_box_fusion=bad, **DET_KW)
 
 
+def test_detector_giou_term_adds_an_overlap_loss_and_nothing_else():
+    """``box_giou_weight``: the RoI head's training loss gains ``loss_box_giou``, a GIoU loss on the positive
+    proposals' boxes in each proposal's own frame; the other four losses stay torchvision's, to the bit, and so do
+    the weights (a plain detector loads its state) and what it detects; a negative or NaN weight is refused."""
+    import math
+
+    from spinebench.models.detectors import _unit_boxes
+
+    weights = (10.0, 10.0, 5.0, 5.0)  # torchvision RoIHeads' box coder
+    torch.testing.assert_close(_unit_boxes(torch.zeros(1, 4), weights), torch.tensor([[0.0, 0, 1, 1]]))
+    # half a proposal width to the right (dx 0.5 x 10), twice as wide (dw log 2 x 5): centre 1, width 2
+    shifted = _unit_boxes(torch.tensor([[5.0, 0, 5 * math.log(2), 0]]), weights)
+    torch.testing.assert_close(shifted, torch.tensor([[0.0, 0, 2, 1]]))
+
+    torch.manual_seed(0)
+    giou = create_model("det_faster_rcnn_inception_v2", box_giou_weight=2.0, **DET_KW)
+    plain = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    assert giou.default_cfg["box_giou_weight"] == 2.0 and plain.default_cfg["box_giou_weight"] == 0.0
+    _cumulative_batchnorm(giou)
+    giou.train()
+    torch.manual_seed(1)
+    losses = giou(*_det_batch())
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_box_giou", "loss_objectness", "loss_rpn_box_reg"}
+    assert float(losses["loss_box_giou"]) > 0 and torch.isfinite(losses["loss_box_giou"])
+    losses["loss_box_giou"].backward()
+    assert giou.roi_heads.box_predictor.bbox_pred.weight.grad.abs().sum() > 0
+    assert giou.roi_heads.box_predictor.cls_score.weight.grad is None  # the term trains the boxes only
+    plain.load_state_dict(giou.state_dict())
+    plain.train()
+    torch.manual_seed(1)  # the same proposals sampled
+    base = plain(*_det_batch())
+    for k, v in base.items():
+        torch.testing.assert_close(losses[k], v)
+    plain.load_state_dict(giou.state_dict())  # its step above moved its BatchNorm statistics
+    image = torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for model in (plain, giou):
+        model.eval()
+        model.roi_heads.score_thresh = 0.0
+        with torch.no_grad():
+            outs.append(model([image])[0])
+    assert len(outs[0]["boxes"]) > 0
+    for k in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(outs[1][k], outs[0][k])
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(SpinebenchError, match="box_giou_weight"):
+            create_model("det_faster_rcnn_inception_v2", box_giou_weight=bad, **DET_KW)
+
+
+def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
+    """The quick profile gives Inception-v2 alone ``box_giou_weight`` (``Profile.model_settings`` "extra"
+    ``detector_kwargs``, on top of the profile's ``detector_kwargs``); like those it is part of the model, so a
+    detector rebuilt from its saved weights trains with the same loss."""
+    from spinebench.engine.profiles import get_profile
+    from spinebench.engine.weights import save_weights
+    from spinebench.models.detectors import FindingRoIHeads
+    from spinebench.tasks import get_task
+    from spinebench.weights import get_record
+
+    quick = get_profile("quick")
+    task = get_task("det_faster_rcnn_inception_v2")
+    v2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_v2", 100))
+    irv2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_resnet_v2", 100))
+    assert v2 == {**quick.detector_kwargs, "box_giou_weight": 1.0} and irv2 == quick.detector_kwargs
+    kwargs = {**v2, **DET_KW}
+    model = create_model("det_faster_rcnn_inception_v2", **kwargs)
+    assert isinstance(model.roi_heads, FindingRoIHeads) and model.roi_heads.box_giou_weight == 1.0
+    save_weights(model, tmp_path / "w", meta={"task": "detection", "max_side": 320, "pretrained": False,
+                                              "image_size": [128, 160], "model_kwargs": kwargs})
+    rebuilt = get_record("det_faster_rcnn_inception_v2", tmp_path / "w").build()
+    assert isinstance(rebuilt.roi_heads, FindingRoIHeads) and rebuilt.default_cfg["box_giou_weight"] == 1.0
+
+
 def test_profiles_detectors_rank_films_they_are_unsure_of():
     """With the profiles' ``box_score_thresh`` (0.001), a detector whose ``Lum`` scores all fall under torchvision's
     0.05 floor still keeps its best ``Lum`` box, so the film's implant score is that box's score, not the 0 it would

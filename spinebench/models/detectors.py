@@ -33,6 +33,9 @@ Design, shared by both (the "why" of each choice):
   CPU (:mod:`spinebench.models.roi_pool`: the same numbers; torchvision's CPU backward is a single-threaded loop):
   a quick training step 1.12-1.13x faster for Inception-v2, 1.05-1.08x for Inception-ResNet-v2 on a 2-core CPU
   (``benchmarks/bench_roi_pool.py``). No weights: old detectors load and predict as before.
+- ``box_giou_weight`` (1.0 for the quick profile's Inception-v2; 0, torchvision's loss, by default): the RoI
+  head's training loss adds a generalised-IoU loss on its positive boxes (:class:`FindingRoIHeads`). AP@0.5 scores a box's overlap,
+  which the smooth-L1 loss on box deltas does not; training only, so the weights and inference are torchvision's.
 - ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
   body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
   FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
@@ -41,6 +44,7 @@ Design, shared by both (the "why" of each choice):
 from __future__ import annotations
 
 import functools
+import math
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -50,7 +54,8 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from spinebench import LABEL_MAP, LABEL_NAMES
@@ -211,6 +216,52 @@ def fuse_boxes(detections: list[dict], thresholds: dict[int, float]) -> list[dic
     return out
 
 
+def _unit_boxes(deltas: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Box-coder ``deltas`` (dx, dy, dw, dh, scaled by ``weights``) applied to a unit proposal centred at (0.5, 0.5):
+    the box in the proposal's own frame, so an overlap loss on it weighs a screw and a curve box alike."""
+    wx, wy, ww, wh = weights
+    clamp = math.log(1000.0 / 16)  # torchvision BoxCoder's bbox_xform_clip
+    cx, cy = deltas[:, 0] / wx + 0.5, deltas[:, 1] / wy + 0.5
+    w, h = torch.exp((deltas[:, 2] / ww).clamp(max=clamp)), torch.exp((deltas[:, 3] / wh).clamp(max=clamp))
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+class FindingRoIHeads(RoIHeads):
+    """torchvision RoIHeads whose training loss adds ``box_giou_weight`` x a generalised-IoU loss on the positive
+    proposals' boxes (``loss_box_giou``, normalised like torchvision's smooth-L1 ``loss_box_reg``: by the sampled
+    proposals). Why: the quick detectors find the hardware but outline it loosely (on real films a ``Lum`` box at
+    IoU >= 0.3 on 0.68-0.74 of implant films, at >= 0.5 on 0.29-0.37), and AP@0.5 scores the overlap itself; the
+    smooth-L1 loss on box deltas does not (three times louder, it did worse). Inference is torchvision's."""
+
+    box_giou_weight: float = 0.0
+
+    @classmethod
+    def from_heads(cls, heads: RoIHeads, box_giou_weight: float) -> "FindingRoIHeads":
+        """``heads`` (FasterRCNN's own, built from its keyword arguments) with the GIoU term; the same modules."""
+        new = cls(heads.box_roi_pool, heads.box_head, heads.box_predictor,
+                  heads.proposal_matcher.high_threshold, heads.proposal_matcher.low_threshold,
+                  heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction,
+                  heads.box_coder.weights, heads.score_thresh, heads.nms_thresh, heads.detections_per_img)
+        new.box_giou_weight = float(box_giou_weight)
+        return new
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if not (self.training and self.box_giou_weight):
+            return super().forward(features, proposals, image_shapes, targets)
+        proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+        labels, regression_targets = torch.cat(labels, 0), torch.cat(regression_targets, 0)
+        pos = torch.where(labels > 0)[0]
+        deltas = box_regression.reshape(labels.numel(), -1, 4)[pos, labels[pos]]
+        weights = self.box_coder.weights
+        giou = generalized_box_iou_loss(_unit_boxes(deltas.float(), weights),
+                                        _unit_boxes(regression_targets[pos].float(), weights), reduction="sum")
+        return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg,
+                    "loss_box_giou": self.box_giou_weight * giou / labels.numel()}
+
+
 class FindingDetector(FasterRCNN):
     """torchvision FasterRCNN that checks the pixel contract (one channel) at the door, and applies the per-class
     NMS thresholds of ``class_nms_thresh`` (label -> IoU; :func:`class_nms`), then the per-class box fusion of
@@ -245,8 +296,11 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
                     num_classes: int, min_size: int, max_size: int, fpn_channels: int,
                     anchor_sizes: Sequence[Sequence[int]], aspect_ratios: Sequence[float],
                     fpn_norm: str | None = None, class_nms_thresh: dict[str, float] | None = None,
-                    class_box_fusion: dict[str, float] | None = None, **frcnn_kwargs: Any) -> FindingDetector:
+                    class_box_fusion: dict[str, float] | None = None, box_giou_weight: float = 0.0,
+                    **frcnn_kwargs: Any) -> FindingDetector:
     entry = model_entry(name)
+    if not 0.0 <= float(box_giou_weight) < float("inf"):
+        raise SpinebenchError(f"box_giou_weight is a weight >= 0; got {box_giou_weight}")
     class_nms_thresh = _class_ious("class_nms_thresh", class_nms_thresh)  # checked before the backbone is built
     class_box_fusion = _class_ious("class_box_fusion", class_box_fusion)
     body, loaded = create_timm_model(arch, name, pretrained, features_only=True, out_indices=out_indices,
@@ -276,6 +330,8 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         box_predictor=FastRCNNPredictor(1024, num_classes),  # TwoMLPHead's representation size
         **defaults,
     )
+    if box_giou_weight:
+        model.roi_heads = FindingRoIHeads.from_heads(model.roi_heads, box_giou_weight)
     model.pretrained_loaded = loaded
     model.class_nms_thresh = {LABEL_MAP[k]: float(v) for k, v in class_nms_thresh.items()}
     model.class_box_fusion = {LABEL_MAP[k]: float(v) for k, v in class_box_fusion.items()}
@@ -288,7 +344,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         aspect_ratios=tuple(aspect_ratios), atrous=bool(atrous_stage), fpn_norm=fpn_norm,
         box_nms_thresh=model.roi_heads.nms_thresh, box_score_thresh=model.roi_heads.score_thresh,
         class_nms_thresh=class_nms_thresh,
-        class_box_fusion=class_box_fusion,
+        class_box_fusion=class_box_fusion, box_giou_weight=float(box_giou_weight),
         classifier="roi_heads.box_predictor", first_conv="backbone.body (timm first conv, in_chans=1)",
     )
     return model

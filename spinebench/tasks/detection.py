@@ -90,7 +90,9 @@ class DetectionTask(ImageLevelTask):
         return s
 
     def model_kwargs(self, profile, settings) -> dict:
-        return dict(profile.detector_kwargs)
+        # the profile's, and what one model's settings add (Profile.model_settings "extra", e.g. box_giou_weight):
+        # both are part of the model (its default_cfg), so they travel with the weights
+        return {**profile.detector_kwargs, **settings.extra.get("detector_kwargs", {})}
 
     def trainable(self, ds, name: str):
         """The images a detector can learn boxes from (see ``boxes_cover_findings``)."""
