@@ -402,8 +402,47 @@ def test_detector_giou_term_adds_an_overlap_loss_and_nothing_else():
             create_model("det_faster_rcnn_inception_v2", box_giou_weight=bad, **DET_KW)
 
 
+def test_detector_box_head_width_is_part_of_the_model(tmp_path):
+    """``representation_size`` sets the width of torchvision's two-layer box head (1024, torchvision's, by
+    default): both layers and the predictor follow it, the narrow head has fewer parameters and still detects,
+    ``default_cfg`` says which width was built, a model rebuilt from its weights record has it, and a width that is
+    not a whole number >= 1 is refused by name."""
+    from spinebench.engine.weights import save_weights
+    from spinebench.weights import get_record
+
+    torch.manual_seed(0)
+    narrow = create_model("det_faster_rcnn_inception_v2", representation_size=64, **DET_KW)
+    wide = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    head = narrow.roi_heads
+    assert (head.box_head.fc6.out_features, head.box_head.fc7.out_features) == (64, 64)
+    assert head.box_predictor.cls_score.in_features == head.box_predictor.bbox_pred.in_features == 64
+    assert wide.roi_heads.box_head.fc7.out_features == 1024
+    assert (narrow.default_cfg["representation_size"], wide.default_cfg["representation_size"]) == (64, 1024)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(wide) - count(narrow) == 12544 * 960 + (1024 * 1024 - 64 * 64) + 960 * 2 + 960 * 3 * 5
+    _cumulative_batchnorm(narrow)
+    narrow.train()
+    with torch.no_grad():
+        assert set(narrow(*_det_batch())) >= {"loss_classifier", "loss_box_reg"}  # trains; its BatchNorm sees films
+    narrow.eval()
+    narrow.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        out = narrow([torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2))])[0]
+    assert len(out["boxes"]) > 0 and out["boxes"].shape[1] == 4
+    kwargs = {"representation_size": 64, **DET_KW}
+    save_weights(narrow, tmp_path / "w", meta={"task": "detection", "max_side": 320, "pretrained": False,
+                                               "image_size": [128, 160], "model_kwargs": kwargs})
+    rebuilt = get_record("det_faster_rcnn_inception_v2", tmp_path / "w").load()
+    assert rebuilt.roi_heads.box_head.fc6.out_features == 64
+    torch.testing.assert_close(rebuilt.roi_heads.box_head.fc6.weight, head.box_head.fc6.weight)
+    for bad in (0, -3, 2.5, "256", True):
+        with pytest.raises(SpinebenchError, match="representation_size"):
+            create_model("det_faster_rcnn_inception_v2", representation_size=bad, **DET_KW)
+
+
 def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
-    """The quick profile gives Inception-v2 alone ``box_giou_weight`` (``Profile.model_settings`` "extra"
+    """The quick profile gives Inception-v2 alone ``box_giou_weight`` and a 256-wide box head
+    (``representation_size``; ``Profile.model_settings`` "extra"
     ``detector_kwargs``, on top of the profile's ``detector_kwargs``); like those it is part of the model, so a
     detector rebuilt from its saved weights trains with the same loss."""
     from spinebench.engine.profiles import get_profile
@@ -416,7 +455,8 @@ def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
     task = get_task("det_faster_rcnn_inception_v2")
     v2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_v2", 100))
     irv2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_resnet_v2", 100))
-    assert v2 == {**quick.detector_kwargs, "box_giou_weight": 1.0} and irv2 == quick.detector_kwargs
+    assert v2 == {**quick.detector_kwargs, "box_giou_weight": 1.0, "representation_size": 256}
+    assert irv2 == quick.detector_kwargs
     kwargs = {**v2, **DET_KW}
     model = create_model("det_faster_rcnn_inception_v2", **kwargs)
     assert isinstance(model.roi_heads, FindingRoIHeads) and model.roi_heads.box_giou_weight == 1.0
@@ -424,6 +464,7 @@ def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
                                               "image_size": [128, 160], "model_kwargs": kwargs})
     rebuilt = get_record("det_faster_rcnn_inception_v2", tmp_path / "w").build()
     assert isinstance(rebuilt.roi_heads, FindingRoIHeads) and rebuilt.default_cfg["box_giou_weight"] == 1.0
+    assert rebuilt.roi_heads.box_head.fc7.out_features == rebuilt.default_cfg["representation_size"] == 256
 
 
 def test_profiles_detectors_rank_films_they_are_unsure_of():

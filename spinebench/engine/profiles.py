@@ -122,7 +122,13 @@ PROFILES = {
         # seeds, 2-core EPYC fp32: Lum AP@0.5 on 600 unseen films 0.293 against 0.258 (higher in 4 of 6), on the 626
         # real hybrid films 0.236 against 0.210 (4 of 6); implant AUROC 0.870 against 0.835 (5 of 6) and 0.849
         # against 0.853. Not Inception-ResNet-v2 (4 seeds): unseen Lum 0.112 against 0.151, real 0.091 against 0.088.
-        model_settings={"det_faster_rcnn_inception_v2": {"extra": {"detector_kwargs": {"box_giou_weight": 1.0}}},
+        # And its box head is 256 wide, not torchvision's 1024 (representation_size): the head's 12,544 x 1,024 layer
+        # and its AdamW state were ~16% of a step (0.38 -> 0.32 s); 65 s bought 28 epochs against 20-21. The same
+        # way, 5 paired seeds (3 at 75 s, where both reach the 25-epoch cap, 2 at 65 s): unseen Lum 0.508 against
+        # 0.473 (0.48-0.53 against 0.28-0.58), implant 0.937 against 0.926 (higher in 4 of 5); real hybrid Lum 0.363
+        # against 0.367, implant 0.919 against 0.917; 28.2 M parameters against 38.9 M.
+        model_settings={"det_faster_rcnn_inception_v2": {"extra": {"detector_kwargs": {"box_giou_weight": 1.0,
+                                                                                       "representation_size": 256}}},
                         "det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 50, "extra": {"pretrain_s": 35}},
                         # SqueezeNet validates every epoch (below) and keeps its best, with no early stop: its
                         # validation loss is noisy over the first epochs (patience 5 stopped it after 7 of ~20

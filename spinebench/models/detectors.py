@@ -36,6 +36,10 @@ Design, shared by both (the "why" of each choice):
 - ``box_giou_weight`` (1.0 for the quick profile's Inception-v2; 0, torchvision's loss, by default): the RoI
   head's training loss adds a generalised-IoU loss on its positive boxes (:class:`FindingRoIHeads`). AP@0.5 scores a box's overlap,
   which the smooth-L1 loss on box deltas does not; training only, so the weights and inference are torchvision's.
+- ``representation_size`` (256 for the quick profile's Inception-v2; torchvision's 1024 by default): the width of
+  torchvision's two-layer box head. At 1024 its 12,544 x 1,024 layer and that layer's AdamW state were ~16% of a
+  quick Inception-v2 step on a 2-core CPU; at 256 the same seconds buy ~35% more steps, for no loss in AP
+  (docs/results.md, session 42). The TF Object Detection API's Inception detectors have no such layer at all.
 - ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
   body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
   FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
@@ -53,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import FeaturePyramidNetwork, generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -297,10 +301,13 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
                     anchor_sizes: Sequence[Sequence[int]], aspect_ratios: Sequence[float],
                     fpn_norm: str | None = None, class_nms_thresh: dict[str, float] | None = None,
                     class_box_fusion: dict[str, float] | None = None, box_giou_weight: float = 0.0,
-                    **frcnn_kwargs: Any) -> FindingDetector:
+                    representation_size: int = 1024, **frcnn_kwargs: Any) -> FindingDetector:
     entry = model_entry(name)
     if not 0.0 <= float(box_giou_weight) < float("inf"):
         raise SpinebenchError(f"box_giou_weight is a weight >= 0; got {box_giou_weight}")
+    if isinstance(representation_size, bool) or not isinstance(representation_size, int) or representation_size < 1:
+        raise SpinebenchError(f"representation_size is the box head's width, a whole number >= 1; got "
+                              f"{representation_size}")
     class_nms_thresh = _class_ious("class_nms_thresh", class_nms_thresh)  # checked before the backbone is built
     class_box_fusion = _class_ious("class_box_fusion", class_box_fusion)
     body, loaded = create_timm_model(arch, name, pretrained, features_only=True, out_indices=out_indices,
@@ -327,7 +334,10 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         image_mean=list(INCEPTION_MEAN_1CH), image_std=list(INCEPTION_STD_1CH),
         rpn_anchor_generator=anchors,
         box_roi_pool=MatmulMultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
-        box_predictor=FastRCNNPredictor(1024, num_classes),  # TwoMLPHead's representation size
+        # torchvision's box head at its width; at torchvision's own width torchvision builds it, so a seed gives the
+        # same initial weights as before the width could be set
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, representation_size) if representation_size != 1024 else None,
+        box_predictor=FastRCNNPredictor(representation_size, num_classes),
         **defaults,
     )
     if box_giou_weight:
@@ -345,6 +355,7 @@ def _build_detector(name: str, arch: str, pretrained: str, out_indices: tuple[in
         box_nms_thresh=model.roi_heads.nms_thresh, box_score_thresh=model.roi_heads.score_thresh,
         class_nms_thresh=class_nms_thresh,
         class_box_fusion=class_box_fusion, box_giou_weight=float(box_giou_weight),
+        representation_size=representation_size,
         classifier="roi_heads.box_predictor", first_conv="backbone.body (timm first conv, in_chans=1)",
     )
     return model
