@@ -34,8 +34,9 @@ Design, shared by both (the "why" of each choice):
   a quick training step 1.12-1.13x faster for Inception-v2, 1.05-1.08x for Inception-ResNet-v2 on a 2-core CPU
   (``benchmarks/bench_roi_pool.py``). No weights: old detectors load and predict as before.
 - ``box_giou_weight`` (1.0 for the quick profile's Inception-v2; 0, torchvision's loss, by default): the RoI
-  head's training loss adds a generalised-IoU loss on its positive boxes (:class:`FindingRoIHeads`). AP@0.5 scores a box's overlap,
-  which the smooth-L1 loss on box deltas does not; training only, so the weights and inference are torchvision's.
+  head's training loss adds a generalised-IoU loss on its positive boxes (:class:`FindingRoIHeads`). AP@0.5
+  scores a box's overlap, which the smooth-L1 loss on box deltas does not; training only, so the weights and
+  inference are torchvision's.
 - ``representation_size`` (256 for the quick profile's Inception-v2; torchvision's 1024 by default): the width of
   torchvision's two-layer box head. At 1024 its 12,544 x 1,024 layer and that layer's AdamW state were ~16% of a
   quick Inception-v2 step on a 2-core CPU; at 256 the same seconds buy ~35% more steps, for no loss in AP
