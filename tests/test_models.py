@@ -441,7 +441,7 @@ def test_detector_box_head_width_is_part_of_the_model(tmp_path):
 
 
 def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
-    """The quick profile gives Inception-v2 alone ``box_giou_weight`` and a 256-wide box head
+    """The quick profile gives Inception-v2 alone ``box_giou_weight``, and both detectors a 256-wide box head
     (``representation_size``; ``Profile.model_settings`` "extra"
     ``detector_kwargs``, on top of the profile's ``detector_kwargs``); like those it is part of the model, so a
     detector rebuilt from its saved weights trains with the same loss."""
@@ -456,7 +456,7 @@ def test_quick_inception_v2_keeps_its_giou_term_with_its_weights(tmp_path):
     v2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_v2", 100))
     irv2 = task.model_kwargs(quick, quick.settings_for("det_faster_rcnn_inception_resnet_v2", 100))
     assert v2 == {**quick.detector_kwargs, "box_giou_weight": 1.0, "representation_size": 256}
-    assert irv2 == quick.detector_kwargs
+    assert irv2 == {**quick.detector_kwargs, "representation_size": 256}  # the narrow head, not the GIoU term
     kwargs = {**v2, **DET_KW}
     model = create_model("det_faster_rcnn_inception_v2", **kwargs)
     assert isinstance(model.roi_heads, FindingRoIHeads) and model.roi_heads.box_giou_weight == 1.0

@@ -37,10 +37,11 @@ Design, shared by both (the "why" of each choice):
   head's training loss adds a generalised-IoU loss on its positive boxes (:class:`FindingRoIHeads`). AP@0.5
   scores a box's overlap, which the smooth-L1 loss on box deltas does not; training only, so the weights and
   inference are torchvision's.
-- ``representation_size`` (256 for the quick profile's Inception-v2; torchvision's 1024 by default): the width of
+- ``representation_size`` (256 for the quick profile's detectors; torchvision's 1024 by default): the width of
   torchvision's two-layer box head. At 1024 its 12,544 x 1,024 layer and that layer's AdamW state were ~16% of a
-  quick Inception-v2 step on a 2-core CPU; at 256 the same seconds buy ~35% more steps, for no loss in AP
-  (docs/results.md, session 42). The TF Object Detection API's Inception detectors have no such layer at all.
+  quick Inception-v2 step on a 2-core CPU and ~22% of Inception-ResNet-v2's (its body frozen); at 256 the same
+  seconds buy 20-35% more steps, and the boxes got better with them (docs/results.md, session 42). The TF Object
+  Detection API's Inception detectors have no such layer at all.
 - ``fpn_norm="gn"``: GroupNorm(32) after every FPN conv (off by default, torchvision's plain FPN). Needed when the
   body is frozen after an in-domain transfer: the classifier's last maps are ~10x larger than at init and a plain
   FPN hands that to untrained heads (first losses ~50 instead of ~2); with a body that trains it measured no gain.
