@@ -44,6 +44,12 @@ def test_wall_budget_expects_each_task_to_cost_what_its_own_models_cost():
     wall.before(2)
     wall.after(2, wall.given[2] + 36.0)                 # it cost 0.9 x: the detectors' mean ratio is now 1.05
     assert wall.overhead(1) == pytest.approx(25 * 1.05) and wall.overhead(3) == 25.0   # not the detectors' 33 s
+    # a detector that stopped 40 s before its clock (its epoch cap) and then scored for 20 s cost 20 s beyond its
+    # training, not 0 beyond its budget: its task's ratio counts the 20 s
+    n_ratios = len(wall.ratios["detection"])
+    wall.after(2, wall.given[2] - 20.0, wall.given[2] - 40.0)
+    assert wall.ratios["detection"][-1] == pytest.approx(20.0 / wall.priors[2])
+    wall.ratios["detection"] = wall.ratios["detection"][:n_ratios]
     # the last model, 500 s into the run: what is left after its own 25 s and the 10 s tail
     wall.t_start = time.perf_counter() - 500
     wall.before(3)
