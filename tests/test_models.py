@@ -321,6 +321,17 @@ def test_fuse_boxes_averages_overlapping_boxes_of_its_class_by_score():
     assert len(empty["boxes"]) == 0
 
 
+def _detect_all(models, image) -> list[dict]:
+    """Each detector's output on ``image`` in eval mode with no score floor (every box it keeps)."""
+    outs = []
+    for model in models:
+        model.eval()
+        model.roi_heads.score_thresh = 0.0
+        with torch.no_grad():
+            outs.append(model([image])[0])
+    return outs
+
+
 def test_detector_applies_its_box_fusion():
     """Built with ``class_box_fusion={"Lum": 0.2}``, a detector outputs ``fuse_boxes`` of what the same weights
     detect without it: fewer ``Lum`` boxes, the same best ``Lum`` score (the image-level implant score), the same
@@ -334,13 +345,7 @@ def test_detector_applies_its_box_fusion():
     plain(*_det_batch())
     fused = create_model("det_faster_rcnn_inception_v2", class_box_fusion={"Lum": 0.2}, **DET_KW)
     fused.load_state_dict(plain.state_dict())
-    image = torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(1))
-    outs = []
-    for model in (plain, fused):
-        model.eval()
-        model.roi_heads.score_thresh = 0.0
-        with torch.no_grad():
-            outs.append(model([image])[0])
+    outs = _detect_all((plain, fused), torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(1)))
     [expected] = fuse_boxes([outs[0]], {LABEL_MAP["Lum"]: 0.2})
     for k in ("boxes", "scores", "labels"):
         torch.testing.assert_close(outs[1][k], expected[k])
@@ -387,13 +392,7 @@ def test_detector_giou_term_adds_an_overlap_loss_and_nothing_else():
     for k, v in base.items():
         torch.testing.assert_close(losses[k], v)
     plain.load_state_dict(giou.state_dict())  # its step above moved its BatchNorm statistics
-    image = torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2))
-    outs = []
-    for model in (plain, giou):
-        model.eval()
-        model.roi_heads.score_thresh = 0.0
-        with torch.no_grad():
-            outs.append(model([image])[0])
+    outs = _detect_all((plain, giou), torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2)))
     assert len(outs[0]["boxes"]) > 0
     for k in ("boxes", "scores", "labels"):
         torch.testing.assert_close(outs[1][k], outs[0][k])
@@ -424,10 +423,7 @@ def test_detector_box_head_width_is_part_of_the_model(tmp_path):
     narrow.train()
     with torch.no_grad():
         assert set(narrow(*_det_batch())) >= {"loss_classifier", "loss_box_reg"}  # trains; its BatchNorm sees films
-    narrow.eval()
-    narrow.roi_heads.score_thresh = 0.0
-    with torch.no_grad():
-        out = narrow([torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2))])[0]
+    [out] = _detect_all([narrow], torch.rand(1, 128, 96, generator=torch.Generator().manual_seed(2)))
     assert len(out["boxes"]) > 0 and out["boxes"].shape[1] == 4
     kwargs = {"representation_size": 64, **DET_KW}
     save_weights(narrow, tmp_path / "w", meta={"task": "detection", "max_side": 320, "pretrained": False,

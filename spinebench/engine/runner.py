@@ -228,7 +228,7 @@ def run_all(*, data: Sequence[str] = ("synth",), profile: "str | Profile" = "qui
         t_model = time.perf_counter()
         rows.append(_run_model(name, seed, ctx, sets, save=seed == seeds[0], keep_checkpoints=keep_checkpoints))
         if clock:
-            clock.after(i, time.perf_counter() - t_model, (rows[-1] or {}).get("train_seconds"))
+            clock.after(i, time.perf_counter() - t_model, rows[-1].get("train_seconds"))
         if bar:
             bar.update(1)
     if bar:
