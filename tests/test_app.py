@@ -61,7 +61,7 @@ def test_analyze_endpoint_returns_one_entry_per_model(client, app_module):
     json.dumps(r)
     assert len(r["models"]) == 6
     for m in r["models"].values():
-        assert set(m["implant"]) == {"probability", "threshold", "positive"}
+        assert set(m["implant"]) == {"probability", "threshold", "positive", "test_auroc", "signal"}
     assert r["agreement"]["models"] == 6 and "not a diagnosis" in r["disclaimer"]
     from spinebench import __version__
     from spinebench.weights import read_records

@@ -19,7 +19,7 @@ from spinebench import LABEL_MAP
 from spinebench.data.dataset import SpineDataset
 from spinebench.data.sources import load_records
 from spinebench.data.splits import assign_splits
-from spinebench.engine.profiles import Profile
+from spinebench.engine.profiles import Profile, get_profile
 from spinebench.engine.train import TrainSettings, train_model
 from spinebench.evaluation.results import read_rows
 from spinebench.models import create_model, list_models, model_info
@@ -249,7 +249,6 @@ def test_run_all_trains_and_scores_the_cobb_model(tmp_path):
 
 
 def test_each_profile_trains_its_own_cobb_model_unless_one_is_named():
-    from spinebench.engine.profiles import get_profile
     from spinebench.engine.runner import _choose_models
 
     for name, cobb in (("quick", "cobb_regress_resnet10t"), ("paper", "cobb_vertebra_resnet34")):
@@ -335,6 +334,62 @@ def test_images_without_the_box_of_their_finding_do_not_score_or_train_boxes(tin
     ds = SpineDataset(recs, max_side=96)
     kept = DetectionTask().trainable(ds, "det")
     assert len(kept) == len(ds) - 1 and recs[0]["image_id"] not in {r["image_id"] for r in kept.records}
+
+
+def test_films_without_scoliosis_give_hard_negatives_over_their_column(synth_sets, tiny_data):
+    """``sco_hard_negatives`` = n: each film without scoliosis gets n boxes labelled 0, inside the film: first the
+    box of its largest (sub-10 degree) curve, drawn as a ``sco`` box is, then boxes over 4-12 vertebrae of its
+    column, 1-3 times its width, centred on it; in the flipped film's frame when the film was flipped. A scoliotic
+    film and a film without landmarks (folder data) get none; without the setting the targets are the boxes."""
+    from spinebench.cobb import cobb_angles
+    from spinebench.data.dataset import collate_dicts
+    from spinebench.data.transforms import DetectorTransform
+    from spinebench.tasks.detection import _targets, hard_negative_boxes
+
+    train, val = synth_sets
+    items = [train[i] for i in range(len(train))] + [val[i] for i in range(len(val))]
+    normal = [it for it in items if it["labels"][1] < 0.5]
+    assert normal and len(normal) < len(items)  # both kinds among the 12 films
+    for it in items:
+        h, w = it["image"].shape[-2:]
+        neg = hard_negative_boxes(it["landmarks"], float(it["labels"][1]), h, w, n=8, rng=np.random.default_rng(0))
+        if it["labels"][1] > 0.5:
+            assert neg.shape == (0, 4)
+            continue
+        assert neg.shape == (8, 4)
+        assert (neg[:, 0] >= 0).all() and (neg[:, 2] <= w).all() and (neg[:, 1] >= 0).all() and (neg[:, 3] <= h).all()
+        assert (neg[:, 2] > neg[:, 0]).all() and (neg[:, 3] > neg[:, 1]).all()
+        x0, y0, x1, y1 = neg[0].tolist()
+        i, j = cobb_angles(it["landmarks"].double().numpy()).largest[2]
+        curve = it["landmarks"][4 * i: 4 * (j + 1)]
+        assert x0 <= float(curve[:, 0].min()) and float(curve[:, 0].max()) <= x1  # the curve's vertebrae inside
+        assert y0 <= float(curve[:, 1].min()) and float(curve[:, 1].max()) <= y1
+        lm = it["landmarks"]
+        for bx in neg[1:]:  # over the column: its centre line crosses every box
+            inside = lm[(lm[:, 1] >= bx[1]) & (lm[:, 1] <= bx[3])]
+            assert len(inside) >= 8 and bx[0] <= float(inside[:, 0].mean()) <= bx[2]
+        torch.testing.assert_close(neg[:1], hard_negative_boxes(it["landmarks"], 0.0, h, w))  # n=1: the first
+    # through a flip, the box follows the flipped landmarks
+    flip = DetectorTransform(train=True)
+    it = normal[0]
+    seed = next(s for s in range(20) if np.random.default_rng(s).random() < 0.5)  # the transform's flip draw
+    flipped = flip(it, np.random.default_rng(seed))
+    h, w = it["image"].shape[-2:]
+    a = hard_negative_boxes(it["landmarks"], 0.0, h, w)[0]
+    b = hard_negative_boxes(flipped["landmarks"], 0.0, h, w)[0]
+    torch.testing.assert_close(b, torch.stack([w - a[2], a[1], w - a[0], a[3]]), atol=1e-3, rtol=0)
+
+    batch = collate_dicts(items[:6])
+    plain, hard = _targets(batch, "cpu"), _targets(batch, "cpu", hard_negatives=3)
+    for k, (p, t) in enumerate(zip(plain, hard)):
+        torch.testing.assert_close(p["boxes"], batch["boxes"][k])
+        extra = 0 if batch["labels"][k, 1] > 0.5 else 3
+        assert len(t["boxes"]) == len(p["boxes"]) + extra and (t["labels"] == 0).sum() == extra
+        torch.testing.assert_close(t["boxes"][:len(p["boxes"])], p["boxes"])
+    folder = SpineDataset(load_records([tiny_data]), max_side=96)
+    assert all(hard_negative_boxes(folder[i]["landmarks"], 0.0, 96, 48).shape == (0, 4) for i in range(3))
+    quick = get_profile("quick")
+    assert quick.settings_for("det_faster_rcnn_inception_v2", 100).extra["sco_hard_negatives"] == 8
 
 
 def test_checkpoint_stores_the_best_weights_once(tmp_path):

@@ -525,3 +525,40 @@ def test_detector_applies_its_class_nms_thresholds():
     for bad in ({"implant": 0.3}, {"Lum": 0.0}):
         with pytest.raises(SpinebenchError, match="class_nms_thresh"):
             create_model("det_faster_rcnn_inception_v2", class_nms_thresh=bad, **DET_KW)
+
+
+def test_detector_keeps_every_hard_negative_in_its_sample():
+    """A target box labelled 0 (a hard negative: ``tasks.detection.hard_negative_boxes``) is in the RoI head's
+    sample at every step, as background with a zero box target; targets without one are sampled as torchvision
+    samples them, to the bit; and a detector trains on such targets."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    torch.manual_seed(0)
+    model = create_model("det_faster_rcnn_inception_v2", **DET_KW)
+    heads = model.roi_heads
+    images, targets = _det_batch()
+    neg = torch.tensor([[8.0, 4.0, 70.0, 110.0]])
+    hard = [dict(boxes=torch.cat([targets[0]["boxes"], neg]), labels=torch.cat([targets[0]["labels"],
+                                                                                 torch.tensor([0])])), targets[1]]
+    proposals = [torch.tensor([[0.0, 0, 40, 40], [30, 40, 50, 58], [10, 60, 60, 100]]),
+                 torch.tensor([[35.0, 5, 60, 105], [0.0, 0, 20, 20]])]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        props, _, labels, reg = heads.select_training_samples([p.clone() for p in proposals], hard)
+        at = (props[0] == neg).all(1)
+        assert at.any() and (labels[0][at] == 0).all() and (reg[0][at] == 0).all()
+        assert not (props[1] == neg).all(1).any()
+        assert (labels[0] == LABEL_MAP["Lum"]).any() and (labels[1] == LABEL_MAP["sco"]).any()
+        torch.manual_seed(seed)
+        ours = heads.select_training_samples([p.clone() for p in proposals], targets)
+        torch.manual_seed(seed)
+        theirs = RoIHeads.select_training_samples(heads, [p.clone() for p in proposals], targets)
+        for a, b in zip(ours, theirs):
+            for x, y in zip(a, b):
+                torch.testing.assert_close(x, y)
+    _cumulative_batchnorm(model)
+    model.train()
+    losses = model(images, hard)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0

@@ -358,16 +358,61 @@ def test_agreement_counts():
 
     a = agreement({"a": m(True, False), "b": m(True, True), "c": m(False, False), "d": {"error": "x"}})
     assert a["models"] == 3
-    assert a["implant"] == {"positive": 2, "negative": 1, "majority": "present", "agree": 2}
+    assert a["implant"] == {"positive": 2, "negative": 1, "left_out": 0, "majority": "present", "agree": 2}
     assert a["scoliosis"]["majority"] == "absent" and a["scoliosis"]["agree"] == 2
-    assert a["both"] == {"agree": 1, "unanimous": False}
+    assert a["both"] == {"agree": 1, "of": 3, "unanimous": False}
     tie = agreement({"a": m(True, True), "b": m(False, True)})
     assert tie["implant"]["majority"] == "split" and tie["scoliosis"] == {
-        "positive": 2, "negative": 0, "majority": "present", "agree": 2}
+        "positive": 2, "negative": 0, "left_out": 0, "majority": "present", "agree": 2}
     from spinebench.predict import agreement_text
 
     text = agreement_text({"agreement": tie})
     assert "split 1-1" in text and "2 of 2" in text and "not a diagnosis" in text
+
+
+def test_calls_no_better_than_chance_are_marked_and_do_not_vote(tmp_path):
+    """A model's call on a finding whose test AUROC interval reaches 0.5 (a quick detector's scoliosis) is shown
+    with that AUROC and "no signal", and left out of that finding's vote and of the vote on both; its other
+    finding still votes. A record without an AUROC (nothing measured) votes as before."""
+    from spinebench.engine.weights import save_weights
+    from spinebench.models import create_model
+    from spinebench.predict import Predictor, agreement, agreement_text, summary_rows
+    from spinebench.predict.predictor import finding_signal
+
+    assert finding_signal({"scoliosis_auroc": 0.382, "scoliosis_auroc_lo": 0.26}, "scoliosis") == (0.382, False)
+    assert finding_signal({"scoliosis_auroc": 0.62, "scoliosis_auroc_lo": 0.45}, "scoliosis") == (0.62, False)
+    assert finding_signal({"implant_auroc": 0.93, "implant_auroc_lo": 0.86}, "implant") == (0.93, True)
+    assert finding_signal({"implant_auroc": 0.7}, "implant") == (0.7, True)  # no interval: the point estimate
+    assert finding_signal({"implant_auroc": float("nan")}, "implant") == (None, None)
+    assert finding_signal({}, "scoliosis") == (None, None)
+
+    torch.manual_seed(0)
+    records = {"cls_squeezenet1_1": ({}, {"implant_auroc": 0.93, "implant_auroc_lo": 0.86,
+                                           "scoliosis_auroc": 0.97, "scoliosis_auroc_lo": 0.93}),
+               "det_faster_rcnn_inception_v2": (DET_KWARGS, {"implant_auroc": 0.89, "implant_auroc_lo": 0.78,
+                                                             "scoliosis_auroc": 0.382, "scoliosis_auroc_lo": 0.26})}
+    for name, (kwargs, metrics) in records.items():
+        task = "detection" if name.startswith("det_") else "classification"
+        save_weights(create_model(name, pretrained="none", **kwargs), tmp_path, meta={
+            "model": name, "task": task, "thresholds": [0.5, 0.5, 0.5], "model_kwargs": kwargs,
+            "image_size": None if task == "detection" else [64, 64], "run_id": "20250101-000000-quick",
+            "data": "synth", "seed": 0, "pretrained": False, "metrics": metrics})
+    a = Predictor(str(tmp_path)).analyze(example("normal"))
+    det, cls = a.result["models"]["det_faster_rcnn_inception_v2"], a.result["models"]["cls_squeezenet1_1"]
+    assert det["scoliosis"]["test_auroc"] == 0.382 and det["scoliosis"]["signal"] is False
+    assert det["implant"]["signal"] is True and cls["scoliosis"] == {**cls["scoliosis"], "signal": True,
+                                                                     "test_auroc": 0.97}
+    ag = a.result["agreement"]
+    assert ag["models"] == 2 and ag["scoliosis"]["left_out"] == 1
+    assert ag["scoliosis"]["positive"] + ag["scoliosis"]["negative"] == 1
+    assert ag["implant"]["positive"] + ag["implant"]["negative"] == 2 and ag["implant"]["left_out"] == 0
+    assert ag["both"]["of"] == 1 and ag["both"]["unanimous"]
+    assert "1 more left out" in agreement_text(a.result)
+    row = {r[0]: r for r in summary_rows(a.result)}["det_faster_rcnn_inception_v2"]
+    assert row[4].endswith("no signal: test AUROC 0.38") and "no signal" not in row[2]
+    assert a.images["det_faster_rcnn_inception_v2"].ndim == 3  # its picture is drawn with the mark
+    only = agreement({"d": {"implant": {"positive": True}, "scoliosis": {"positive": True, "signal": False}}})
+    assert "no model's scoliosis call" in agreement_text({"agreement": only})
 
 
 def test_cache_side_follows_the_training_profile():

@@ -130,8 +130,17 @@ PROFILES = {
         # body is frozen, so the head was ~22% of its step (0.34 -> 0.27 s); 50 s bought 19-22 epochs against 15-17.
         # 4 paired seeds (unseen / real hybrid): Lum AP 0.459 against 0.368 / 0.315 against 0.230 (4 of 4 higher),
         # implant AUROC 0.941 against 0.933 / 0.915 against 0.892 (3 of 4).
+        # Inception-v2 also trains with 8 hard negatives on every film without scoliosis (sco_hard_negatives;
+        # tasks.detection.hard_negative_boxes, models.detectors.FindingRoIHeads): boxes over its straight column,
+        # labelled background and kept in every RoI sample. Without them its sco scores were the training prior
+        # and ranked films below chance. 3 paired seeds (bf16 Zen 4 EPYC, 200 unseen films): scoliosis AUROC
+        # 0.596 / 0.467 / 0.397 against 0.393 / 0.329 / 0.222, Lum AP@0.5 0.640 / 0.557 / 0.470 against 0.616 /
+        # 0.521 / 0.400, implant AUROC 0.981 / 0.973 / 0.934 against 0.965 / 0.977 / 0.943 (docs/results.md,
+        # session 43). Not Inception-ResNet-v2 (its body frozen; 2 seeds): scoliosis 0.380 / 0.599 against 0.314 /
+        # 0.447, but Lum 0.490 / 0.435 against 0.491 / 0.570.
         model_settings={"det_faster_rcnn_inception_v2": {"extra": {"detector_kwargs": {"box_giou_weight": 1.0,
-                                                                                       "representation_size": 256}}},
+                                                                                       "representation_size": 256},
+                                                                   "sco_hard_negatives": 8}},
                         "det_faster_rcnn_inception_resnet_v2": {"time_budget_s": 50, "extra": {
                             "pretrain_s": 35, "detector_kwargs": {"representation_size": 256}}},
                         # SqueezeNet validates every epoch (below) and keeps its best, with no early stop: its

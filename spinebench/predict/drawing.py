@@ -41,7 +41,8 @@ def summary_rows(result: dict) -> list[list]:
         for f in FINDINGS:
             d = r.get(f)
             if isinstance(d, dict):
-                row += [d["probability"], f"{'PRESENT' if d['positive'] else 'absent'} (t={d['threshold']:.2f})"]
+                row += [d["probability"], f"{'PRESENT' if d['positive'] else 'absent'} (t={d['threshold']:.2f})"
+                        + (f"; no signal: test AUROC {d['test_auroc']:.2f}" if d.get("signal") is False else "")]
             else:
                 row += [None, r.get("error", "—")]
         rows.append(row + [r.get("ms")])
@@ -57,11 +58,20 @@ def agreement_text(result: dict) -> str:
     n = a["models"]
     if not n:
         return "No model produced a decision."
-    parts = [f"the models are **split {a[f]['positive']}-{a[f]['negative']}** on {f}" if a[f]["majority"] == "split"
-             else f"**{a[f]['agree']} of {n}** models agree that {f} is **{a[f]['majority']}**" for f in FINDINGS]
+    parts = []
+    for f in FINDINGS:
+        k = a[f]["positive"] + a[f]["negative"]
+        part = (f"no model's {f} call was better than chance on its test split" if not k else
+                f"the models are **split {a[f]['positive']}-{a[f]['negative']}** on {f}" if a[f]["majority"] == "split"
+                else f"**{a[f]['agree']} of {k}** models agree that {f} is **{a[f]['majority']}**")
+        if a[f].get("left_out") and k:  # agreement(): calls no better than chance on the model's own test split
+            part += f" ({a[f]['left_out']} more left out: no better than chance on their own test split)"
+        parts.append(part)
     both = a["both"]
-    tail = "all models agree on both findings" if both["unanimous"] else \
-        f"{both['agree']} of {n} give the same decision on both findings"
+    k = both.get("of", n)
+    tail = f"all {k} models that vote on both agree on both" if both["unanimous"] and k < n else \
+        "all models agree on both findings" if both["unanimous"] else \
+        f"{both['agree']} of {k} give the same decision on both findings"
     text = "; ".join(parts) + f"; {tail}."
     return text[0].upper() + text[1:] + f"\n\n*{DISCLAIMER}*"
 
@@ -151,6 +161,7 @@ def _decision_lines(d, r: dict, h: int, font, findings: Sequence[str] = FINDINGS
     probability and decision, in the finding's colour when present."""
     line = font.size + 6
     lines = ([(note, (220, 220, 220))] if note else []) + [
+        (f"{f} {r[f]['probability']:.2f} no signal", (150, 150, 150)) if r[f].get("signal") is False else
         (f"{f} {r[f]['probability']:.2f} {'PRESENT' if r[f]['positive'] else 'absent'}",
          FINDING_COLOURS[f] if r[f]["positive"] else (200, 200, 200)) for f in findings]
     for i, (text, colour) in enumerate(lines):

@@ -278,6 +278,10 @@ class Predictor:
         from spinebench.tasks import get_task
 
         res, extra = get_task(lm.task).infer(lm, view, scale, self.device, self.heatmaps)
+        for f in FINDINGS:  # how far each call can be trusted, as its own test split measured it
+            if isinstance(res.get(f), dict):
+                auc, signal = finding_signal(lm.record.metrics or {}, f)
+                res[f] = {**res[f], "test_auroc": auc, "signal": signal}
         return {"task": lm.task, "paper_name": lm.paper_name, **res}, extra
 
     def warmup(self) -> None:
@@ -344,6 +348,22 @@ def provenance(models: dict[str, LoadedModel]) -> dict:
                        for n, lm in models.items()}}
 
 
+def finding_signal(metrics: dict, finding: str) -> tuple[float | None, bool | None]:
+    """(test AUROC, better than chance?) of a model's calls on ``finding``, from its weights record's test metrics.
+
+    Better than chance: the 95% bootstrap interval of the AUROC lies above 0.5 (the point estimate, where the record
+    has no interval). (None, None) where the record holds no AUROC (a test split without both classes): nothing is
+    known, and the call counts. Why: a quick run's detectors score every film's scoliosis near their training prior
+    (test AUROC 0.22-0.38, docs/results.md session 43), so their scoliosis calls are coin flips; the demo shows
+    them, marked, and leaves them out of the models' agreement instead of letting them outvote the classifiers.
+    """
+    auc, lo = metrics.get(f"{finding}_auroc"), metrics.get(f"{finding}_auroc_lo")
+    if not isinstance(auc, (int, float)) or not math.isfinite(auc):
+        return None, None
+    known_lo = isinstance(lo, (int, float)) and math.isfinite(lo)
+    return round(float(auc), 3), bool((lo if known_lo else auc) > 0.5)
+
+
 def decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
     """Per finding: probability, the model's validated threshold, and the decision ``probability >= threshold``."""
     out = {}
@@ -354,23 +374,28 @@ def decide(probs: Sequence[float], thresholds: Sequence[float]) -> dict:
 
 
 def agreement(models: dict) -> dict:
-    """How many models agree, per finding and on both: the majority decision and its count."""
+    """How many models agree, per finding and on both: the majority decision and its count.
+
+    A model whose calls on a finding were no better than chance on its own test split (``"signal": False``,
+    :func:`finding_signal`) does not vote on that finding (``left_out`` counts them), nor on both."""
     voters = {n: r for n, r in models.items() if all(isinstance(r.get(f), dict) for f in FINDINGS)}
     out: dict = {"models": len(voters)}
     for f in FINDINGS:
-        pos = sum(bool(r[f]["positive"]) for r in voters.values())
-        neg = len(voters) - pos
-        out[f] = {"positive": pos, "negative": neg,
+        counted = [r for r in voters.values() if r[f].get("signal") is not False]
+        pos = sum(bool(r[f]["positive"]) for r in counted)
+        neg = len(counted) - pos
+        out[f] = {"positive": pos, "negative": neg, "left_out": len(voters) - len(counted),
                   "majority": "present" if pos > neg else "absent" if neg > pos else "split", "agree": max(pos, neg)}
-    if voters:
+    both = [r for r in voters.values() if all(r[f].get("signal") is not False for f in FINDINGS)]
+    if both:
         combos: dict[tuple, int] = {}
-        for r in voters.values():
+        for r in both:
             key = tuple(bool(r[f]["positive"]) for f in FINDINGS)
             combos[key] = combos.get(key, 0) + 1
         best = max(combos.values())
-        out["both"] = {"agree": best, "unanimous": best == len(voters)}
+        out["both"] = {"agree": best, "of": len(both), "unanimous": best == len(both)}
     else:
-        out["both"] = {"agree": 0, "unanimous": False}
+        out["both"] = {"agree": 0, "of": 0, "unanimous": False}
     return out
 
 
