@@ -411,6 +411,12 @@ def test_calls_no_better_than_chance_are_marked_and_do_not_vote(tmp_path):
     row = {r[0]: r for r in summary_rows(a.result)}["det_faster_rcnn_inception_v2"]
     assert row[4].endswith("no signal: test AUROC 0.38") and "no signal" not in row[2]
     assert a.images["det_faster_rcnn_inception_v2"].ndim == 3  # its picture is drawn with the mark
+    from spinebench.predict import entries_rows
+
+    rows = {r["model"]: r for r in entries_rows([{"file": "normal.jpg", "result": a.result}])}  # the batch CSV
+    assert rows["det_faster_rcnn_inception_v2"]["scoliosis_signal"] == 0
+    assert rows["det_faster_rcnn_inception_v2"]["scoliosis_test_auroc"] == 0.382
+    assert rows["cls_squeezenet1_1"]["implant_signal"] == 1
     only = agreement({"d": {"implant": {"positive": True}, "scoliosis": {"positive": True, "signal": False}}})
     assert "no model's scoliosis call" in agreement_text({"agreement": only})
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 #: Per model: where its answer comes from (``Predictor.provenance``), in every CSV row.
 PROVENANCE_COLUMNS = ["spinebench_version", "weights_sha256", "run_id", "data_kind", "pretrained"]
 BATCH_COLUMNS = ["index", "file", "model", "task", "implant_probability", "implant_threshold", "implant_positive",
-                 "scoliosis_probability", "scoliosis_threshold", "scoliosis_positive", "boxes", "cobb_largest",
+                 "implant_test_auroc", "implant_signal", "scoliosis_probability", "scoliosis_threshold",
+                 "scoliosis_positive", "scoliosis_test_auroc", "scoliosis_signal", "boxes", "cobb_largest",
                  "cobb_grade", "ms", *PROVENANCE_COLUMNS, "error"]
 
 
@@ -83,6 +84,9 @@ def result_rows(index: int, name: str, result: dict) -> list[dict]:
                 row[f"{f}_probability"] = r[f]["probability"]
                 row[f"{f}_threshold"] = r[f]["threshold"]
                 row[f"{f}_positive"] = int(r[f]["positive"])
+                for k in ("test_auroc", "signal"):  # predictor.finding_signal; blank where nothing was measured
+                    v = r[f].get(k)
+                    row[f"{f}_{k}"] = "" if v is None else int(v) if isinstance(v, bool) else v
         if "boxes" in r:
             row["boxes"] = len(r["boxes"])
         if "largest" in r:
