@@ -237,7 +237,9 @@ class FindingRoIHeads(RoIHeads):
     proposals' boxes (``loss_box_giou``, normalised like torchvision's smooth-L1 ``loss_box_reg``: by the sampled
     proposals). Why: the quick detectors find the hardware but outline it loosely (on real films a ``Lum`` box at
     IoU >= 0.3 on 0.68-0.74 of implant films, at >= 0.5 on 0.29-0.37), and AP@0.5 scores the overlap itself; the
-    smooth-L1 loss on box deltas does not (three times louder, it did worse). Inference is torchvision's."""
+    smooth-L1 loss on box deltas does not (three times louder, it did worse). Its training sample also keeps every
+    target box labelled 0 as a negative (:meth:`select_training_samples`: hard negatives). Inference is
+    torchvision's; every detector has these heads (the same modules and weights as torchvision's)."""
 
     box_giou_weight: float = 0.0
 
