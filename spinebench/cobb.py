@@ -196,10 +196,17 @@ def scoliosis_box(landmarks: ArrayLike, result: CobbResult | None = None, margin
     if result is None:
         result = cobb_angles(pts)
     _, _, (i, j) = result.largest
-    corners = pts[4 * i: 4 * (j + 1)]
+    return vertebrae_box(pts, i, j, margin)
+
+
+def vertebrae_box(landmarks: ArrayLike, i: int, j: int, margin: float = 0.1,
+                  margin_x: float | None = None) -> list[float]:
+    """The bounding box of vertebrae ``i``..``j`` (0 = T1) corners, widened on every side by ``margin`` times its
+    height and ``margin_x`` (default ``margin``) times its width, as [x0, y0, x1, y1]."""
+    corners = as_landmarks(landmarks)[4 * i: 4 * (j + 1)]
     x0, y0 = corners.min(axis=0)
     x1, y1 = corners.max(axis=0)
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    mx, my = (margin if margin_x is None else margin_x) * (x1 - x0), margin * (y1 - y0)
     return [float(x0 - mx), float(y0 - my), float(x1 + mx), float(y1 + my)]
 
 

@@ -137,8 +137,9 @@ PROFILES = {
         # 0.596 / 0.467 / 0.397 against 0.393 / 0.329 / 0.222, Lum AP@0.5 0.640 / 0.557 / 0.470 against 0.616 /
         # 0.521 / 0.400, implant AUROC 0.981 / 0.973 / 0.934 against 0.965 / 0.977 / 0.943 (docs/results.md,
         # session 43); on the 626 real hybrid films: scoliosis 0.434 / 0.515 / 0.429 against 0.285 / 0.440 / 0.459,
-        # Lum 0.339 / 0.372 / 0.341 against 0.404 / 0.389 / 0.283, implant within 0.02. Not Inception-ResNet-v2 (its body frozen; 2 seeds): scoliosis 0.380 / 0.599 against 0.314 /
-        # 0.447, but Lum 0.490 / 0.435 against 0.491 / 0.570.
+        # Lum 0.339 / 0.372 / 0.341 against 0.404 / 0.389 / 0.283, implant within 0.02. Not Inception-ResNet-v2
+        # (its body frozen; 2 seeds): scoliosis 0.380 / 0.599 against 0.314 / 0.447, but Lum 0.490 / 0.435 against
+        # 0.491 / 0.570.
         model_settings={"det_faster_rcnn_inception_v2": {"extra": {"detector_kwargs": {"box_giou_weight": 1.0,
                                                                                        "representation_size": 256},
                                                                    "sco_hard_negatives": 8}},

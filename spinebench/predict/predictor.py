@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -81,6 +81,12 @@ class LoadedModel:
     @property
     def paper_name(self) -> str:
         return str(self.model.default_cfg.get("paper_name", ""))
+
+    @cached_property
+    def signals(self) -> dict[str, dict]:
+        """Per finding: ``test_auroc`` and ``signal`` (:func:`finding_signal`), read once from the record."""
+        return {f: dict(zip(("test_auroc", "signal"), finding_signal(self.record.metrics or {}, f)))
+                for f in FINDINGS}
 
 
 def set_cpu_threads(n: int | None = None) -> int:
@@ -280,8 +286,7 @@ class Predictor:
         res, extra = get_task(lm.task).infer(lm, view, scale, self.device, self.heatmaps)
         for f in FINDINGS:  # how far each call can be trusted, as its own test split measured it
             if isinstance(res.get(f), dict):
-                auc, signal = finding_signal(lm.record.metrics or {}, f)
-                res[f] = {**res[f], "test_auroc": auc, "signal": signal}
+                res[f] = {**res[f], **lm.signals[f]}
         return {"task": lm.task, "paper_name": lm.paper_name, **res}, extra
 
     def warmup(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from spinebench import FINDINGS
+from spinebench.cobb import N_VERTEBRAE, scoliosis_box, vertebrae_box
 from spinebench.data.records import boxes_cover_findings
 from spinebench.data.transforms import DetectorTransform
 from spinebench.engine.device import autocast
@@ -35,8 +36,6 @@ def hard_negative_boxes(item_landmarks: torch.Tensor, scoliosis: float, height: 
     or one without landmarks (folder data), gives none. Labelled 0 in a detector's targets:
     :class:`~spinebench.models.detectors.FindingRoIHeads` keeps them in every sample as negatives.
     """
-    from spinebench.cobb import N_VERTEBRAE, scoliosis_box
-
     lm = item_landmarks.double().numpy()
     if n < 1 or scoliosis >= 0.5 or not np.isfinite(lm).all():
         return torch.zeros((0, 4))
@@ -45,10 +44,8 @@ def hard_negative_boxes(item_landmarks: torch.Tensor, scoliosis: float, height: 
     for _ in range(n - 1):
         span = int(rng.integers(4, 13))
         i = int(rng.integers(0, N_VERTEBRAE - span + 1))
-        pts = lm[4 * i: 4 * (i + span)]
-        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
-        cx, half, my = (x0 + x1) / 2, (x1 - x0) / 2 * rng.uniform(1.0, 3.0), 0.1 * (y1 - y0)
-        boxes.append([cx - half, y0 - my, cx + half, y1 + my])
+        # 1-3 times the column's width: widened by (u - 1) / 2 of it on each side
+        boxes.append(vertebrae_box(lm, i, i + span - 1, margin=0.1, margin_x=(rng.uniform(1.0, 3.0) - 1) / 2))
     out = torch.tensor(boxes, dtype=torch.float32)
     out[:, 0::2] = out[:, 0::2].clamp(0, float(width))
     out[:, 1::2] = out[:, 1::2].clamp(0, float(height))
@@ -59,10 +56,10 @@ def _targets(batch: dict, device, hard_negatives: int = 0) -> list[dict]:
     """torchvision's targets of a batch; with ``hard_negatives`` > 0, that many :func:`hard_negative_boxes` a film
     too (drawn from torch's generator, which the training loop seeds)."""
     out = []
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))) if hard_negatives else None
     for k, (b, lab) in enumerate(zip(batch["boxes"], batch["box_labels"])):
         if hard_negatives:
             h, w = batch["image"][k].shape[-2:]
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
             neg = hard_negative_boxes(batch["landmarks"][k], float(batch["labels"][k, 1]), h, w, hard_negatives, rng)
             b, lab = torch.cat([b, neg]), torch.cat([lab, torch.zeros(len(neg), dtype=lab.dtype)])
         out.append({"boxes": b.to(device), "labels": lab.to(device)})
