@@ -88,9 +88,10 @@ def test_youden_thresholds():
     # separable, gap contains 0.5 -> 0.5; separable, gap below 0.5 -> the gap's midpoint
     y = np.array([[0, 0], [0, 0], [0, 0], [1, 1], [1, 1]])
     p = np.array([[0.1, 0.05], [0.2, 0.07], [0.3, 0.1], [0.7, 0.2], [0.8, 0.3]])
-    t = choose_thresholds(y, p)
-    assert t.shape == (2,)  # per finding: 'any' is either finding flagged
-    assert t[0] == 0.5 and t[1] == pytest.approx(0.15)
+    for method in ("youden", "balanced"):  # separable: both rules agree
+        t = choose_thresholds(y, p, method=method)
+        assert t.shape == (2,)  # per finding: 'any' is either finding flagged
+        assert t[0] == 0.5 and t[1] == pytest.approx(0.15)
     m = evaluate_image_level(y, p, list("abcde"), t, n_boot=0)
     assert m["implant_sensitivity"] == m["implant_specificity"] == m["scoliosis_sensitivity"] == 1.0
     # a finding absent from validation -> 0.5
@@ -105,9 +106,26 @@ def test_youden_not_separable_picks_max_j():
     # positives 0.4, 0.6, 0.9; negatives 0.1, 0.5, 0.7: best J = 2/3 + 2/3 - 1 at t in (0.1, 0.4] or (0.5, 0.6]
     y = np.array([1, 1, 1, 0, 0, 0])
     s = np.array([0.4, 0.6, 0.9, 0.1, 0.5, 0.7])
-    t = choose_thresholds(np.column_stack([y, y]), np.column_stack([s, s]))
+    t = choose_thresholds(np.column_stack([y, y]), np.column_stack([s, s]), method="youden")
     # candidates: midpoint 0.25 of (0.1, 0.4] and 0.55 of (0.5, 0.6]: 0.55 is closer to 0.5
     assert t[0] == pytest.approx(0.55)
+
+
+def test_balanced_threshold_takes_the_best_worse_rate_where_youden_buys_specificity():
+    # 10 positives, 4 negatives. Youden's best: t in (0.6, 0.65]: sensitivity 0.7, specificity 1.0, J 0.7.
+    # The balanced rule's: t in (0.3, 0.35]: sensitivity 0.9, specificity 0.75 (worse rate 0.75 > 0.7; J 0.65)
+    pos = [0.2, 0.35, 0.4, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    neg = [0.1, 0.15, 0.3, 0.6]
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))].astype(int)
+    s = np.r_[pos, neg]
+    yy, ss = np.column_stack([y, y]), np.column_stack([s, s])
+    tb = choose_thresholds(yy, ss)  # the default rule
+    assert tb[0] == pytest.approx(0.325)
+    m = evaluate_image_level(yy, ss, [str(i) for i in range(len(y))], tb, n_boot=0)
+    assert m["implant_sensitivity"] == pytest.approx(0.9) and m["implant_specificity"] == pytest.approx(0.75)
+    ty = choose_thresholds(yy, ss, method="youden")
+    assert ty[0] == pytest.approx(0.625)
+    assert min(((s >= ty[0]) & (y == 1)).sum() / 10, ((s < ty[0]) & (y == 0)).sum() / 4) == pytest.approx(0.7)
 
 
 def test_image_scores_from_detections():

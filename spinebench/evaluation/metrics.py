@@ -7,8 +7,9 @@ Protocol
   box score on the image (0 when no box): :func:`image_scores_from_detections`.
 * ``any`` is the paper's own framing, abnormal (either finding) vs normal: truth = max over findings,
   score = max probability (its AUROC). Its sensitivity/specificity are the numbers that sit beside the paper's.
-* Decision thresholds are chosen per finding on the VALIDATION split (:func:`choose_thresholds`, Youden's J) and
-  applied unchanged to test, so nothing is tuned on the images being scored. An image is called abnormal when
+* Decision thresholds are chosen per finding on the VALIDATION split (:func:`choose_thresholds`: the one whose worse
+  of sensitivity and specificity is highest; Youden's J in runs up to 7cdcd15) and applied unchanged to test, so
+  nothing is tuned on the images being scored. An image is called abnormal when
   either finding is flagged at its own threshold: the call the demo and ``predict`` show, so the leaderboard's
   sensitivity/specificity describe the decisions a user sees. (Runs before this rule chose a third Youden threshold
   on max(p). On ~18 normal validation films it landed high -- ResNet-50 0.87 against 0.64 / 0.55 per finding --
@@ -118,9 +119,10 @@ def _with_any(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------- thresholds
-def _youden_threshold(y: np.ndarray, s: np.ndarray) -> float:
-    """Threshold t (positive iff score >= t) maximising sens + spec - 1; ties -> closest to 0.5.
+def _best_threshold(y: np.ndarray, s: np.ndarray, method: str = "balanced") -> float:
+    """Threshold t (positive iff score >= t) maximising ``method``'s objective on (y, s); ties -> closest to 0.5.
 
+    ``youden``: sens + spec - 1. ``balanced``: min(sens, spec), ties among those by sens + spec.
     Thresholds between two consecutive distinct scores give the same decisions, so we score those intervals.
     Within the best interval(s) we take 0.5 when it lies inside, else the interval's midpoint (a threshold
     sitting exactly on a validation score would flip on the tiniest change of score), and among several
@@ -134,7 +136,11 @@ def _youden_threshold(y: np.ndarray, s: np.ndarray) -> float:
     # decisions for t in interval i equal those for t = u[i] (i < k); i = k means "nothing positive"
     tp = np.r_[pos.size - np.searchsorted(pos, u, side="left"), 0]
     tn = np.r_[np.searchsorted(neg, u, side="left"), neg.size]
-    j = tp / pos.size + tn / neg.size - 1.0
+    sens, spec = tp / pos.size, tn / neg.size
+    j = sens + spec - 1.0
+    if method == "balanced":
+        worse = np.minimum(sens, spec)
+        j = np.where(np.isclose(worse, worse.max(), rtol=0, atol=1e-12), j, -np.inf)
     best = np.flatnonzero(np.isclose(j, j.max(), rtol=0, atol=1e-12))
     points = []
     for i in best:
@@ -152,19 +158,35 @@ def _youden_threshold(y: np.ndarray, s: np.ndarray) -> float:
     return float(points[np.argmin(np.abs(points - 0.5))])
 
 
-def choose_thresholds(y_true, y_prob, method: str = "youden") -> np.ndarray:
+#: the ways :func:`choose_thresholds` may pick a finding's threshold on validation
+THRESHOLD_METHODS = ("balanced", "youden", "fixed")
+
+
+def choose_thresholds(y_true, y_prob, method: str = "balanced") -> np.ndarray:
     """Decision thresholds for (implant, scoliosis), chosen on the validation split.
 
-    ``youden``: maximise Youden's J = sensitivity + specificity - 1 per finding (ties -> closest to 0.5; a
-    finding with no positives or no negatives on validation gets 0.5). ``fixed``: 0.5 everywhere. The result
-    is applied unchanged to the test split by :func:`evaluate_image_level`.
+    ``balanced`` (the protocol's): per finding, the threshold whose worse of sensitivity and specificity is
+    highest (ties by Youden's J, then closest to 0.5). ``youden``: maximise Youden's J = sensitivity +
+    specificity - 1 per finding (ties -> closest to 0.5). A finding with no positives or no negatives on
+    validation gets 0.5. ``fixed``: 0.5 everywhere. The result is applied unchanged to the test split by
+    :func:`evaluate_image_level`.
+
+    Why balanced: the benchmark judges a call by both rates (its target: sensitivity and specificity >= 0.80),
+    and this rule picks, on validation, the threshold whose worse rate is best. Scored on 600 unseen synthetic
+    films (generator seed 7) with the thresholds each of 12 quick classifiers (three runs' weights) chose on its
+    own validation split: either-finding sensitivity / specificity 0.835 / 0.907 against Youden's 0.823 / 0.912
+    on average, both >= 0.80 for 11 of the 12 against 8; the worse of the two higher for 6, equal for 5, lower
+    for 1 (ResNet-50, 0.772 against 0.797). An earlier check of 8 slower (fp32) classifiers: higher for 6 of 8,
+    0.780 against 0.753 (docs/results.md, sessions 33 and 44). The implant thresholds hardly move; the scoliosis
+    ones come down (the mild curves, 10-20 degrees, are what a quick classifier misses). The detectors'
+    scoliosis scores rank at chance and no rule makes a call of them (the demo marks them "no signal").
     """
     y, p, _ = _check_inputs(y_true, y_prob)
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold method {method!r} ({' | '.join(THRESHOLD_METHODS)})")
     if method == "fixed":
         return np.full(len(FINDINGS), 0.5)
-    if method != "youden":
-        raise ValueError(f"unknown threshold method {method!r} (youden | fixed)")
-    return np.array([_youden_threshold(y[:, g], p[:, g]) for g in range(len(FINDINGS))])
+    return np.array([_best_threshold(y[:, g], p[:, g], method) for g in range(len(FINDINGS))])
 
 
 def _decisions(p: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
