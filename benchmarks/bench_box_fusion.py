@@ -50,11 +50,12 @@ def add_saved_detector_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--on", default="val", help="which split of --split-file (default val)")
 
 
-def saved_detectors(folders: list[str], data: list[str], split_file: str | None, on: str, fail):
-    """Every detector of the weights ``folders``, each with ``data``'s images as it reads them (decoded once per
-    cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the columns every row about it
-    starts with: yields (record, dataset, row). ``fail(message)`` is called for a missing split file and for a
-    folder without detectors."""
+def saved_detectors(folders: list[str], data: list[str], split_file: str | None, on: str, fail,
+                    tasks: tuple[str, ...] = ("detection",)):
+    """Every detector (every model of ``tasks``) of the weights ``folders``, each with ``data``'s images as it reads
+    them (decoded once per cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the
+    columns every row about it starts with: yields (record, dataset, row). ``fail(message)`` is called for a missing
+    split file and for a folder without such models."""
     from spinebench.data.sources import load_records
     from spinebench.data.splits import apply_split_file
     from spinebench.engine.runner import decoded_dataset
@@ -67,9 +68,9 @@ def saved_detectors(folders: list[str], data: list[str], split_file: str | None,
     decoded = {}
     for folder in folders:
         recs = trained_records(folder)
-        names = [n for n in recs if model_info(n)["task"] == "detection"]
+        names = [n for n in recs if model_info(n)["task"] in tasks]
         if not names:
-            fail(f"no detector weights in {folder}")
+            fail(f"no {' or '.join(tasks)} weights in {folder}")
         for name in names:
             rec = recs[name]
             side = rec.cache_side

@@ -173,12 +173,12 @@ def choose_thresholds(y_true, y_prob, method: str = "balanced") -> np.ndarray:
 
     Why balanced: the benchmark judges a call by both rates (its target: sensitivity and specificity >= 0.80),
     and this rule picks, on validation, the threshold whose worse rate is best. Scored on 600 unseen synthetic
-    films (generator seed 7) with the thresholds each of 12 quick classifiers (three runs' weights) chose on its
-    own validation split: either-finding sensitivity / specificity 0.835 / 0.907 against Youden's 0.823 / 0.912
-    on average, both >= 0.80 for 11 of the 12 against 8; the worse of the two higher for 6, equal for 5, lower
-    for 1 (ResNet-50, 0.772 against 0.797). An earlier check of 8 slower (fp32) classifiers: higher for 6 of 8,
-    0.780 against 0.753 (docs/results.md, sessions 34 and 44). The implant thresholds hardly move; the scoliosis
-    ones come down (the mild curves, 10-20 degrees, are what a quick classifier misses). The detectors'
+    films (generator seed 7) with the thresholds each of 20 quick classifiers (five runs' weights) chose on its
+    own validation split (``benchmarks/bench_thresholds.py``): either-finding sensitivity / specificity 0.822 /
+    0.899 against Youden's 0.811 / 0.899 on average, both >= 0.80 for 15 of the 20 against 9; the worse of the
+    two higher for 11, equal for 7, lower for 2. An earlier check of 8 slower (fp32) classifiers: higher for 6 of
+    8, 0.780 against 0.753 (docs/results.md, sessions 34 and 44). The implant thresholds hardly move; the
+    scoliosis ones come down (the mild curves, 10-20 degrees, are what a quick classifier misses). The detectors'
     scoliosis scores rank at chance and no rule makes a call of them (the demo marks them "no signal").
     """
     y, p, _ = _check_inputs(y_true, y_prob)
