@@ -38,6 +38,8 @@ def run_split_file(folder: str, fail) -> tuple[list[str], str]:
     """(data spec, split file) of the run that saved the models in weights ``folder`` (its records agree)."""
     from spinebench.weights import trained_records
 
+    if not Path(folder).is_dir():
+        fail(f"weights folder not found: {folder}")
     recs = [r for r in trained_records(folder).values() if r.split_file]
     if not recs:
         fail(f"no record in {folder} names its run's split file")
