@@ -69,10 +69,12 @@ def main(argv=None) -> int:
     summary: dict[str, list] = {m: [] for m in args.methods}
     for folder in args.weights:
         val_data, split = run_split_file(folder, ap.error)
-        val = {rec.model: predict(rec.load(cpu), ds, cpu)
-               for rec, ds, _ in saved_detectors([folder], val_data, split, "val", ap.error, tasks)}
+        models, val = {}, {}   # each model loaded once, its validation predictions kept
+        for rec, ds, _ in saved_detectors([folder], val_data, split, "val", ap.error, tasks):
+            models[rec.model] = rec.load(cpu)
+            val[rec.model] = predict(models[rec.model], ds, cpu)
         for rec, ds, base in saved_detectors([folder], args.data, None, "all", ap.error, tasks):
-            pred, v = predict(rec.load(cpu), ds, cpu), val[rec.model]
+            pred, v = predict(models[rec.model], ds, cpu), val[rec.model]
             for method in args.methods:
                 t = choose_thresholds(v["labels"], v["probs"], method=method)
                 m = evaluate_image_level(pred["labels"], pred["probs"], pred["patient_ids"], t, n_boot=0)
