@@ -10,7 +10,9 @@ pixel for a model whose ``downsample`` is ``"max"``) and takes the largest diffe
 the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`): the hardware's contrast
 as the model receives it. Implant AUROC is then reported per contrast band, each band's implant films against
 all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
-the faint one is limited by its input resolution, not by what it learnt.
+the faint one is limited by its input resolution, not by what it learnt. The same per hardware kind (the
+generator's ``render.HARDWARE_KINDS``: a standalone cage, a single screw, a plate, ...; a hybrid copy's kind from
+its render's side file), which says what a model has not learnt where size and contrast do not.
 
     python -m spinebench data synth --seed 7 --scale 0.5 --out /tmp/synth7
     python benchmarks/bench_implant_visibility.py --weights weights --data synth=/tmp/synth7 --seed 7 --scale 0.5
@@ -37,11 +39,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from spinebench.data.render import HARDWARE_KINDS  # noqa: E402
+
 #: contrast bands (largest intensity difference at the model's input): [lo, hi)
 BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 9.0))
 
+#: the generator's hardware kinds, one AUROC column pair each
+KINDS = HARDWARE_KINDS
+
 COLUMNS = ["model", "data", "split", "input_size", "n_images", "n_implant", "n_unmatched", "auroc_all"] + \
-    [f"{k}_{lo:g}" for lo, _ in BANDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
+    [f"{k}_{lo:g}" for lo, _ in BANDS for k in ("n", "auroc")] + \
+    [f"{k}_{kind}" for kind in KINDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
 
 
 def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], boxes,
@@ -74,9 +82,9 @@ def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], 
     return best
 
 
-def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """image_id -> (film, film without hardware) for the implant films of a synthetic set whose re-rendering
-    matches the record's size (another seed or scale does not; those are left out)."""
+def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """image_id -> (film, film without hardware, hardware kind) for the implant films of a synthetic set whose
+    re-rendering matches the record's size (another seed or scale does not; those are left out)."""
     from spinebench.data.synth import render_image
 
     out = {}
@@ -84,16 +92,19 @@ def rendered_pairs(records: list[dict], seed: int, scale: float) -> dict[str, tu
         if not r["implant"]:
             continue
         pid, view = (int(v) for v in r["image_id"].removeprefix("synth/p").split("-"))
-        img, _ = render_image(seed, pid, view, scale=scale)
+        img, truth = render_image(seed, pid, view, scale=scale)
         bare, _ = render_image(seed, pid, view, scale=scale, draw_hardware=False)
         if img.shape == (int(r["height"]), int(r["width"])):
-            out[r["image_id"]] = (img, bare)
+            out[r["image_id"]] = (img, bare, ",".join(truth.hardware))
     return out
 
 
-def hybrid_pairs(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """image_id -> (film, film without hardware) for the hardware copies of a ``hybrid:`` source: the bare film
-    is the real radiograph the hardware was drawn on (``<id>+hw`` and ``<id>``, both among the records)."""
+def hybrid_pairs(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """image_id -> (film, film without hardware, hardware kind) for the hardware copies of a ``hybrid:`` source:
+    the bare film is the real radiograph the hardware was drawn on (``<id>+hw`` and ``<id>``, both among the
+    records); the kind is what the render's side file (``data.hybrid.render_record``) names, "" without one."""
+    import json
+
     from spinebench.io import load_image
 
     by_id = {r["image_id"]: r for r in records}
@@ -103,8 +114,10 @@ def hybrid_pairs(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]
         if base is None:
             continue
         img, bare = (np.asarray(load_image(x["path"])[0], dtype=np.float32) for x in (r, base))
+        side = Path(r["path"]).with_suffix(".json")
+        kind = ",".join(json.loads(side.read_text()).get("hardware", [])) if side.is_file() else ""
         if img.shape == bare.shape:
-            out[r["image_id"]] = (img, bare)
+            out[r["image_id"]] = (img, bare, kind)
     return out
 
 
@@ -136,6 +149,23 @@ def band_aurocs(y: np.ndarray, p: np.ndarray, contrast: np.ndarray) -> dict:
         sel = (y == 0) | pos
         row[f"n_{lo:g}"] = int(pos.sum())
         row[f"auroc_{lo:g}"] = round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""
+    return row
+
+
+def kind_aurocs(y: np.ndarray, p: np.ndarray, kinds: list[str]) -> dict:
+    """Implant AUROC per hardware kind (:data:`KINDS`): each kind's implant films against every film without an
+    implant ("" where a kind has no film). Why: films of one size or contrast can hold different hardware, and
+    the kind says what a model has not learnt (session 45: every standalone cage ranked among the films without
+    hardware, single screws only where faint)."""
+    from spinebench.tasks.base import auroc
+
+    row = {}
+    kinds = np.asarray(kinds, dtype=object)
+    for kind in KINDS:
+        pos = (y == 1) & (kinds == kind)
+        sel = (y == 0) | pos
+        row[f"n_{kind}"] = int(pos.sum())
+        row[f"auroc_{kind}"] = round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""
     return row
 
 
@@ -177,7 +207,7 @@ def main(argv=None) -> int:
         model = rec.load("cpu")
         size = tuple(int(v) for v in rec.input_size)
         down = model.default_cfg.get("downsample", "bilinear")
-        contrast = np.array([hardware_contrast(*pairs[r["image_id"]], input_hw(rec.task, size, r),
+        contrast = np.array([hardware_contrast(*pairs[r["image_id"]][:2], input_hw(rec.task, size, r),
                                                _implant_boxes(r), down) if r["image_id"] in pairs else np.nan
                              for r in records])
         pred = predict(model, data.with_transform(rec.transform()), torch.device("cpu"))
@@ -186,6 +216,7 @@ def main(argv=None) -> int:
         row = {"model": name, "data": args.data, "split": args.split, "input_size": shown,
                "n_images": len(y), "n_implant": int(y.sum()), "n_unmatched": int(y.sum()) - len(pairs),
                "auroc_all": round(auroc(y, p), 4), **band_aurocs(y, p, contrast),
+               **kind_aurocs(y, p, [pairs[r["image_id"]][2] if r["image_id"] in pairs else "" for r in records]),
                "weights_run": rec.run_id or "", "git_commit": git_commit()}
         append_csv_row(out, row, COLUMNS)
         print({k: row[k] for k in COLUMNS if k not in ("data", "git_commit")}, flush=True)

@@ -53,6 +53,17 @@ def test_bands_score_each_bands_implants_against_all_negatives(vis):
     assert row["n_0.1"] == 0 and row["auroc_0.1"] == ""
 
 
+def test_kinds_score_each_kinds_implants_against_all_negatives(vis):
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.25, 0.15])
+    kinds = ["", "", "", "", "pedicle_rod", "pedicle_rod", "cage", "single_screw"]
+    row = vis.kind_aurocs(y, p, kinds)
+    assert row["n_pedicle_rod"] == 2 and row["auroc_pedicle_rod"] == 1.0
+    assert row["n_cage"] == 1 and row["auroc_cage"] == 0.5   # 0.25 above 2 of the 4 films without hardware
+    assert row["n_single_screw"] == 1 and row["auroc_single_screw"] == 0.25
+    assert row["n_plate"] == 0 and row["auroc_plate"] == ""
+
+
 def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path):
     synth.generate(tmp_path, n=24, seed=3, workers=2, progress=False, scale=0.5)
     records = load_records(f"synth={tmp_path}")
@@ -63,7 +74,8 @@ def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path
     assert len(pairs) == len(implants)  # every implant film re-renders at its size, a corrected fused spine too
     assert not vis.rendered_pairs(records, seed=3, scale=0.25)  # another scale matches none
     by_id = {r["image_id"]: r for r in records}
-    for image_id, (img, bare) in pairs.items():
+    for image_id, (img, bare, kind) in pairs.items():
+        assert kind in vis.KINDS  # what the generator drew on that film
         boxes = vis._implant_boxes(by_id[image_id])
         assert img.shape == bare.shape and not np.array_equal(img, bare)
         # at the film's own size the hardware stands out; shrinking never makes it brighter than that
@@ -81,6 +93,7 @@ def test_hybrid_copies_pair_with_the_radiograph_they_were_drawn_on(vis, tmp_path
     with_hw[60:64, 20:24] = 255
     Image.fromarray(film).save(tmp_path / "a.png")
     Image.fromarray(with_hw).save(tmp_path / "a_hw.png")
+    (tmp_path / "a_hw.json").write_text('{"boxes": [[20, 60, 24, 64]], "hardware": ["cage"]}')  # its render's
     Image.fromarray(film[:100]).save(tmp_path / "b_hw.png")  # a copy whose size differs: left out
     records = [dict(image_id="aasce/a", path=str(tmp_path / "a.png"), implant=0),
                dict(image_id="aasce/a+hw", path=str(tmp_path / "a_hw.png"), implant=1),
@@ -88,5 +101,6 @@ def test_hybrid_copies_pair_with_the_radiograph_they_were_drawn_on(vis, tmp_path
                dict(image_id="aasce/b+hw", path=str(tmp_path / "b_hw.png"), implant=1)]
     pairs = vis.hybrid_pairs(records)
     assert list(pairs) == ["aasce/a+hw"]
-    img, bare = pairs["aasce/a+hw"]
+    img, bare, kind = pairs["aasce/a+hw"]
     assert np.abs(img - bare).max() > 0.2 and np.array_equal(img[:60], bare[:60])
+    assert kind == "cage"
