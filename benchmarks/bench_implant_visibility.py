@@ -141,15 +141,20 @@ def _implant_boxes(record: dict) -> list:
 def band_aurocs(y: np.ndarray, p: np.ndarray, contrast: np.ndarray) -> dict:
     """Implant AUROC per contrast band: each band's implant films against every film without an implant
     (``contrast`` NaN: not measured, left out of the bands)."""
-    from spinebench.tasks.base import auroc
-
     row = {}
     for lo, hi in BANDS:
-        pos = (y == 1) & (contrast >= lo) & (contrast < hi)
-        sel = (y == 0) | pos
-        row[f"n_{lo:g}"] = int(pos.sum())
-        row[f"auroc_{lo:g}"] = round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""
+        row.update(_against_negatives(y, p, (y == 1) & (contrast >= lo) & (contrast < hi), f"{lo:g}"))
     return row
+
+
+def _against_negatives(y: np.ndarray, p: np.ndarray, pos: np.ndarray, name: str) -> dict:
+    """``n_<name>``, ``auroc_<name>``: the implant films ``pos`` against every film without an implant ("" with
+    none of either)."""
+    from spinebench.tasks.base import auroc
+
+    sel = (y == 0) | pos
+    return {f"n_{name}": int(pos.sum()),
+            f"auroc_{name}": round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""}
 
 
 def kind_aurocs(y: np.ndarray, p: np.ndarray, kinds: list[str]) -> dict:
@@ -157,15 +162,10 @@ def kind_aurocs(y: np.ndarray, p: np.ndarray, kinds: list[str]) -> dict:
     implant ("" where a kind has no film). Why: films of one size or contrast can hold different hardware, and
     the kind says what a model has not learnt (session 45: every standalone cage ranked among the films without
     hardware, single screws only where faint)."""
-    from spinebench.tasks.base import auroc
-
-    row = {}
     kinds = np.asarray(kinds, dtype=object)
+    row = {}
     for kind in KINDS:
-        pos = (y == 1) & (kinds == kind)
-        sel = (y == 0) | pos
-        row[f"n_{kind}"] = int(pos.sum())
-        row[f"auroc_{kind}"] = round(auroc(y[sel], p[sel]), 4) if pos.any() and (y == 0).any() else ""
+        row.update(_against_negatives(y, p, (y == 1) & (kinds == kind), kind))
     return row
 
 
