@@ -202,6 +202,7 @@ def main(argv=None) -> int:
     y = np.array([int(r["implant"]) for r in records])
     data = decoded_dataset(records, side)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_visibility_cpu.csv")
+    kinds = [pairs[r["image_id"]][2] if r["image_id"] in pairs else "" for r in records]
     for name in names:
         rec = recs[name]
         model = rec.load("cpu")
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
         row = {"model": name, "data": args.data, "split": args.split, "input_size": shown,
                "n_images": len(y), "n_implant": int(y.sum()), "n_unmatched": int(y.sum()) - len(pairs),
                "auroc_all": round(auroc(y, p), 4), **band_aurocs(y, p, contrast),
-               **kind_aurocs(y, p, [pairs[r["image_id"]][2] if r["image_id"] in pairs else "" for r in records]),
+               **kind_aurocs(y, p, kinds),
                "weights_run": rec.run_id or "", "git_commit": git_commit()}
         append_csv_row(out, row, COLUMNS)
         print({k: row[k] for k in COLUMNS if k not in ("data", "git_commit")}, flush=True)
