@@ -42,7 +42,7 @@ def variants(detections: list[dict], fusions: list[float]) -> dict[str, list[dic
 
 
 def add_saved_detector_args(ap: argparse.ArgumentParser) -> None:
-    """The options of :func:`saved_detectors` (--weights, --data, --split-file, --on), for every script that reads
+    """The options of :func:`saved_models` (--weights, --data, --split-file, --on), for every script that reads
     saved detectors."""
     ap.add_argument("--weights", nargs="+", default=["weights"], help="weights folder(s)")
     ap.add_argument("--data", nargs="+", required=True, help="data spec(s) whose images are scored")
@@ -50,10 +50,10 @@ def add_saved_detector_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--on", default="val", help="which split of --split-file (default val)")
 
 
-def saved_detectors(folders: list[str], data: list[str], split_file: str | None, on: str, fail,
-                    tasks: tuple[str, ...] = ("detection",)):
-    """Every detector (every model of ``tasks``) of the weights ``folders``, each with ``data``'s images as it reads
-    them (decoded once per cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the
+def saved_models(folders: list[str], data: list[str], split_file: str | None, on: str, fail,
+                 tasks: tuple[str, ...] = ("detection",)):
+    """Every model of ``tasks`` (detectors by default) in the weights ``folders``, each with ``data``'s images as it
+    reads them (decoded once per cache side; with ``split_file``, the run's own cut and only its ``on`` split) and the
     columns every row about it starts with: yields (record, dataset, row). ``fail(message)`` is called for a missing
     split file and for a folder without such models."""
     from spinebench.data.sources import load_records
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="CSV (default benchmarks/results/box_fusion_cpu.csv)")
     args = ap.parse_args(argv)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "box_fusion_cpu.csv")
-    for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):
+    for rec, data, base in saved_models(args.weights, args.data, args.split_file, args.on, ap.error):
         name, folder = base["model"], base["weights"]
         model = rec.load("cpu")
         runs = [("as_saved", model.roi_heads.nms_thresh, None)] + [("raw", t, t) for t in args.nms]

@@ -44,12 +44,9 @@ from spinebench.data.render import HARDWARE_KINDS  # noqa: E402
 #: contrast bands (largest intensity difference at the model's input): [lo, hi)
 BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 9.0))
 
-#: the generator's hardware kinds, one AUROC column pair each
-KINDS = HARDWARE_KINDS
-
 COLUMNS = ["model", "data", "split", "input_size", "n_images", "n_implant", "n_unmatched", "auroc_all"] + \
     [f"{k}_{lo:g}" for lo, _ in BANDS for k in ("n", "auroc")] + \
-    [f"{k}_{kind}" for kind in KINDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
+    [f"{k}_{kind}" for kind in HARDWARE_KINDS for k in ("n", "auroc")] + ["weights_run", "git_commit"]
 
 
 def hardware_contrast(img: np.ndarray, bare: np.ndarray, size: tuple[int, int], boxes,
@@ -158,13 +155,13 @@ def _against_negatives(y: np.ndarray, p: np.ndarray, pos: np.ndarray, name: str)
 
 
 def kind_aurocs(y: np.ndarray, p: np.ndarray, kinds: list[str]) -> dict:
-    """Implant AUROC per hardware kind (:data:`KINDS`): each kind's implant films against every film without an
-    implant ("" where a kind has no film). Why: films of one size or contrast can hold different hardware, and
-    the kind says what a model has not learnt (session 45: every standalone cage ranked among the films without
-    hardware, single screws only where faint)."""
+    """Implant AUROC per hardware kind (``render.HARDWARE_KINDS``): each kind's implant films against every film
+    without an implant ("" where a kind has no film). Why: films of one size or contrast can hold different
+    hardware, and the kind says what a model has not learnt (session 45: every standalone cage ranked among the
+    films without hardware, single screws only where faint)."""
     kinds = np.asarray(kinds, dtype=object)
     row = {}
-    for kind in KINDS:
+    for kind in HARDWARE_KINDS:
         row.update(_against_negatives(y, p, (y == 1) & (kinds == kind), kind))
     return row
 

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # this folder is on sys.path when run as a script
-from bench_box_fusion import add_saved_detector_args, saved_detectors  # noqa: E402
+from bench_box_fusion import add_saved_detector_args, saved_models  # noqa: E402
 
 COLUMNS = ["model", "weights", "weights_run", "data", "on", "n_images", "floor", "films_without_lum_box",
            "implant_auroc", "ap50_Lum", "map_Lum", "git_commit"]
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "score_floor_cpu.csv")
     implant = FINDINGS.index("implant")
-    for rec, data, base in saved_detectors(args.weights, args.data, args.split_file, args.on, ap.error):
+    for rec, data, base in saved_models(args.weights, args.data, args.split_file, args.on, ap.error):
         model = rec.load("cpu")
         fusion, model.class_box_fusion = model.class_box_fusion, {}
         model.roi_heads.score_thresh = 0.0

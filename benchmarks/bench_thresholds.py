@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # this folder is on sys.path when run as a script
-from bench_box_fusion import saved_detectors  # noqa: E402
+from bench_box_fusion import saved_models  # noqa: E402
 
 COLUMNS = ["model", "weights", "weights_run", "data", "n_val", "n_images", "method", "implant_threshold",
            "scoliosis_threshold", "implant_sensitivity", "implant_specificity", "scoliosis_sensitivity",
@@ -70,10 +70,10 @@ def main(argv=None) -> int:
     for folder in args.weights:
         val_data, split = run_split_file(folder, ap.error)
         models, val = {}, {}   # each model loaded once, its validation predictions kept
-        for rec, ds, _ in saved_detectors([folder], val_data, split, "val", ap.error, tasks):
+        for rec, ds, _ in saved_models([folder], val_data, split, "val", ap.error, tasks):
             models[rec.model] = rec.load(cpu)
             val[rec.model] = predict(models[rec.model], ds, cpu)
-        for rec, ds, base in saved_detectors([folder], args.data, None, "all", ap.error, tasks):
+        for rec, ds, base in saved_models([folder], args.data, None, "all", ap.error, tasks):
             pred, v = predict(models[rec.model], ds, cpu), val[rec.model]
             for method in args.methods:
                 t = choose_thresholds(v["labels"], v["probs"], method=method)

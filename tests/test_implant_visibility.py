@@ -75,7 +75,7 @@ def test_generator_films_re_render_with_and_without_their_hardware(vis, tmp_path
     assert not vis.rendered_pairs(records, seed=3, scale=0.25)  # another scale matches none
     by_id = {r["image_id"]: r for r in records}
     for image_id, (img, bare, kind) in pairs.items():
-        assert kind in vis.KINDS  # what the generator drew on that film
+        assert kind in vis.HARDWARE_KINDS  # what the generator drew on that film
         boxes = vis._implant_boxes(by_id[image_id])
         assert img.shape == bare.shape and not np.array_equal(img, bare)
         # at the film's own size the hardware stands out; shrinking never makes it brighter than that
