@@ -30,6 +30,13 @@ def test_contrast_is_the_hardware_as_the_input_size_averages_it(vis):
     assert vis.hardware_contrast(img, bare, (50, 20), box) == pytest.approx(0.7 / 4, abs=1e-5)
     # a model that shrinks by each cell's brightest pixel (downsample "max") receives all of it
     assert vis.hardware_contrast(img, bare, (50, 20), box, "max") == pytest.approx(0.7, abs=1e-5)
+    # ... of the film as a run decodes it: a 200 px cache has already averaged a 1 px pin down
+    pin = bare.copy()
+    pin[200:204, 81] = 1.0
+    assert vis.hardware_contrast(pin, bare, (50, 20), box, "max") == pytest.approx(0.7, abs=1e-5)
+    cached = vis.hardware_contrast(pin, bare, (50, 20), box, "max", cache_side=200)
+    assert 0.1 < cached < 0.7 / 2 + 0.05
+    assert vis.hardware_contrast(img, bare, (50, 20), box, "max", cache_side=400) == pytest.approx(0.7, abs=1e-3)
     # a film-wide shift (the generator's stretch sees the metal too) is not the hardware's contrast
     shifted = img + 0.2
     assert vis.hardware_contrast(shifted, bare, (100, 40), box) == pytest.approx(0.7, abs=1e-5)
