@@ -145,6 +145,12 @@ class DetectionTask(ImageLevelTask):
     def transform(self, model, image_size, train: bool):
         return DetectorTransform(train=train)
 
+    def train_data(self, model, ds, settings, device, seed, rank=0, world=1, transform=None):
+        # a training-only setting (the quick profile's sideways stretch), so not part of the model's default_cfg
+        stretch = settings.extra.get("stretch")
+        tf = transform or DetectorTransform(train=True, stretch=tuple(stretch) if stretch else None)
+        return super().train_data(model, ds, settings, device, seed, rank, world, tf)
+
     def input_size(self, model, settings) -> list[int]:
         cfg = model.default_cfg
         return [int(cfg.get("min_size", 0)), int(cfg.get("max_size", 0))]
