@@ -6,10 +6,10 @@ model sees: a 1 mm tantalum pin of a PEEK cage and a bright single screw can box
 every implant film of a synthetic set twice, with and without its hardware (``synth.render_image(...,
 draw_hardware=False)``: the hardware has its own seeded stream, so the rest of the film is the same), decodes both
 as a run does (the model's cache side, antialiased), shrinks both to each model's input size (area averaging; each
-cell's brightest pixel for a model whose ``downsample`` is ``"max"``) and takes the largest difference in intensity (0-1) inside
-the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`): the hardware's contrast
-as the model receives it. Implant AUROC is then reported per contrast band, each band's implant films against
-all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
+cell's brightest pixel for a model whose ``downsample`` is ``"max"``) and takes the largest difference in
+intensity (0-1) inside the implant boxes, less the film-wide shift the metal causes (:func:`hardware_contrast`):
+the hardware's contrast as the model receives it. Implant AUROC is then reported per contrast band, each band's
+implant films against all films without an implant. A model that is near 1 on the visible bands and near 0.5 on
 the faint one is limited by its input resolution, not by what it learnt. The same per hardware kind (the
 generator's ``render.HARDWARE_KINDS``: a standalone cage, a single screw, a plate, ...; a hybrid copy's kind from
 its render's side file), which says what a model has not learnt where size and contrast do not.
