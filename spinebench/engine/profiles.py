@@ -145,7 +145,8 @@ PROFILES = {
         # paired (bf16 Zen 4 EPYC): Lum AP@0.5 on 600 unseen films 0.598 / 0.578 / 0.569 / 0.570 against 0.476 /
         # 0.458 / 0.431 / 0.553 (4 of 4 higher, +0.10), on the 626 real hybrid films 0.431 / 0.461 / 0.412 / 0.314
         # against 0.332 / 0.405 / 0.357 / 0.476 (3 of 4, +0.01); implant AUROC unseen 0.926 against 0.923, real
-        # 0.920 against 0.912. Not Inception-ResNet-v2 (its body frozen; seeds 1-4 paired, each arm run then):
+        # 0.920 against 0.912. A wider 0.75-1.5 (2 seeds): unseen 0.489 / 0.651 against 0.598 / 0.578, real 0.376 /
+        # 0.455 against 0.431 / 0.461. Not Inception-ResNet-v2 (its body frozen; seeds 1-4 paired, each arm run then):
         # unseen Lum 0.458 / 0.430 / 0.460 / 0.536 against 0.392 / 0.557 / 0.460 / 0.512 (0.471 against 0.480), real
         # 0.333 / 0.388 / 0.323 / 0.430 against 0.369 / 0.323 / 0.401 / 0.397 (0.369 against 0.373), 1-4 fewer epochs.
         model_settings={"det_faster_rcnn_inception_v2": {"extra": {"detector_kwargs": {"box_giou_weight": 1.0,
