@@ -154,6 +154,26 @@ def test_augmentation_moves_landmarks_with_the_pixels_and_keeps_corner_order():
         assert bool((q[:, 0, 0] < q[:, 1, 0]).all() and (q[:, 2, 0] < q[:, 3, 0]).all())
 
 
+def test_curve_weighted_sampling_draws_larger_curves_more_often():
+    from spinebench.tasks.cobb import StackedData
+
+    n = 40
+    data = {"images": torch.zeros(n, 1, 16, 8), "landmarks": torch.arange(n, dtype=torch.float32)[:, None, None]
+            .expand(n, 68, 2).clone(), "cobb": np.array([[50.0, 0, 0] if i % 2 else [0.0, 0, 0] for i in range(n)])}
+    still = {"rot_deg": 0.0, "scale": (1.0, 1.0), "shift": 0.0, "flip_p": 0.0, "intensity": 0.0}
+
+    def drawn(sd, epochs):
+        return torch.cat([b["landmarks"][:, 0, 1].round().long() for e in range(epochs) for b in sd.batches(e)])
+
+    once = drawn(StackedData(data, 8, 0, "cpu", 0, 1, still), 1)
+    assert sorted(once.tolist()) == list(range(n))   # without it: every film once an epoch
+    idx = drawn(StackedData(data, 8, 0, "cpu", 0, 1, still, curve_floor_deg=10.0), 50)
+    # odd films (largest angle 50) drawn with weight 60 against 10
+    assert abs(float((idx % 2 == 1).float().mean()) - 60 / 70) < 0.04
+    with pytest.raises(ValueError, match="curve_floor_deg"):
+        StackedData(data, 8, 0, "cpu", 0, 1, still, curve_floor_deg=0)
+
+
 def _write_spines(tmp_path, n: int, size=SMALL) -> list[dict]:
     from PIL import Image, ImageDraw
 

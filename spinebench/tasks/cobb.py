@@ -262,9 +262,16 @@ def predict_landmarks(model, ds, device, batch_size: int = 8) -> np.ndarray:
 
 
 class StackedData(TrainData):
-    """The training films with landmarks as two tensors on the device; batches augmented there."""
+    """The training films with landmarks as two tensors on the device; batches augmented there.
 
-    def __init__(self, data: dict, batch_size: int, seed: int, device, rank: int, world: int, augment: dict):
+    ``curve_floor_deg``: where given, each epoch draws its films (with replacement) with probability proportional
+    to the film's largest Cobb angle plus this many degrees, instead of each film once. Why: a corner regression
+    reads curves toward its training films' mean, and the embedded set's curves are milder (largest angle 18.7
+    degrees at the median) than those of the patients a scoliosis clinic films (36.9 on the AASCE films).
+    """
+
+    def __init__(self, data: dict, batch_size: int, seed: int, device, rank: int, world: int, augment: dict,
+                 curve_floor_deg: float | None = None):
         keep = torch.isfinite(data["landmarks"]).all(-1).all(-1)
         if not bool(keep.all()):
             log.warning("%d training images have no landmarks; left out", int((~keep).sum()))
@@ -274,6 +281,12 @@ class StackedData(TrainData):
             raise SpinebenchError("no training images with landmarks")
         self.batch_size, self.seed, self.device, self.rank, self.world = batch_size, seed, device, rank, world
         self.augment = dict(augment or {})
+        self.weights = None
+        if curve_floor_deg is not None:
+            if curve_floor_deg <= 0:
+                raise ValueError(f"curve_floor_deg must be > 0 (got {curve_floor_deg!r})")
+            largest = torch.as_tensor(np.nan_to_num(np.asarray(data["cobb"], dtype=np.float64)).max(1))[keep]
+            self.weights = largest.clamp(min=0) + float(curve_floor_deg)
 
     def steps_per_epoch(self, world: int = 1) -> int:
         n, bs = self.num_samples // world, self.batch_size
@@ -282,7 +295,10 @@ class StackedData(TrainData):
     def batches(self, epoch: int) -> Iterator[dict]:
         n, bs = self.num_samples, self.batch_size
         gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=gen)
+        if self.weights is None:
+            perm = torch.randperm(n, generator=gen)
+        else:
+            perm = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         if n < bs:
             perm = perm.repeat(math.ceil(bs / n))[:bs]
         perm = perm[self.rank::self.world]
@@ -342,7 +358,8 @@ class CobbTask(Task):
     def train_data(self, model, ds, settings, device, seed, rank=0, world=1):
         data = stack_inputs(ds, LandmarkInput.of(model))
         model.fit_prior(data["landmarks"])  # the regression starts from the training films' mean spine
-        return StackedData(data, settings.batch_size, seed, device, rank, world, settings.extra.get("augment"))
+        return StackedData(data, settings.batch_size, seed, device, rank, world, settings.extra.get("augment"),
+                           settings.extra.get("curve_floor_deg"))
 
     def val_data(self, model, ds, settings, device):
         return stack_inputs(ds, LandmarkInput.of(model)) if ds is not None and len(ds) else None
