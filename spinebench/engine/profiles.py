@@ -237,7 +237,8 @@ PROFILES = {
         # 18.7 degrees at the median against 36.9 on the AASCE films) and the model read real curves flat. Through
         # run-all --models cobb_regress_resnet10t, seeds 1-4 paired (bf16 Zen 4 EPYC): SMAPE on the 626 real hybrid
         # films 22.2 / 22.9 / 21.8 / 22.6% against 23.2 / 23.3 / 23.3 / 23.6% (22.4 against 23.4), on the test
-        # split 16.4 against 15.7%; the gains chosen on validation 1.05-1.2 against 1.2-1.35. Not adopted, the same
+        # split 16.4 against 15.7%; the gains chosen on validation 1.05-1.2 against 1.2-1.35, and the best gain on the
+        # 481 AASCE films is 1.00 (f2c0f35's fresh clone; 1.45-1.95 before, session 38). Not adopted, the same
         # way: films widened or narrowed in training by a log-uniform 0.85-1.4 (the AASCE films are cropped tighter,
         # height / width 2.69 at the median against 2.28, so the squeeze to 192 x 96 widens them more): real 22.5%,
         # test 16.2%; both together: real 22.6%; the film's aspect kept (centred, padded): real 23.9%, test 16.4%.
