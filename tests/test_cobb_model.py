@@ -155,7 +155,7 @@ def test_augmentation_moves_landmarks_with_the_pixels_and_keeps_corner_order():
 
 
 def test_curve_weighted_sampling_draws_larger_curves_more_often():
-    from spinebench.tasks.cobb import StackedData
+    from spinebench.tasks.cobb import StackedData, curve_weights
 
     n = 40
     data = {"images": torch.zeros(n, 1, 16, 8), "landmarks": torch.arange(n, dtype=torch.float32)[:, None, None]
@@ -167,11 +167,11 @@ def test_curve_weighted_sampling_draws_larger_curves_more_often():
 
     once = drawn(StackedData(data, 8, 0, "cpu", 0, 1, still), 1)
     assert sorted(once.tolist()) == list(range(n))   # without it: every film once an epoch
-    idx = drawn(StackedData(data, 8, 0, "cpu", 0, 1, still, curve_floor_deg=10.0), 50)
+    idx = drawn(StackedData(data, 8, 0, "cpu", 0, 1, still, curve_weights(data["cobb"], 10.0)), 50)
     # odd films (largest angle 50) drawn with weight 60 against 10
     assert abs(float((idx % 2 == 1).float().mean()) - 60 / 70) < 0.04
     with pytest.raises(ValueError, match="curve_floor_deg"):
-        StackedData(data, 8, 0, "cpu", 0, 1, still, curve_floor_deg=0)
+        curve_weights(data["cobb"], 0)
 
 
 def _write_spines(tmp_path, n: int, size=SMALL) -> list[dict]:

@@ -233,7 +233,7 @@ PROFILES = {
         # 2-core CPU): test 20.4 -> 19.4% on average (7 of 9 lower), the 481 real AASCE films 27.4 -> 24.8% (8 of 9
         # lower; the 22-epoch model 21.7 -> 22.9%).
         # Its training films are drawn in proportion to their largest Cobb angle + 10 degrees (curve_floor_deg;
-        # tasks.cobb.StackedData): the embedded set's curves are milder than a scoliosis clinic's (largest angle
+        # tasks.cobb.curve_weights): the embedded set's curves are milder than a scoliosis clinic's (largest angle
         # 18.7 degrees at the median against 36.9 on the AASCE films) and the model read real curves flat. Through
         # run-all --models cobb_regress_resnet10t, seeds 1-4 paired (bf16 Zen 4 EPYC): SMAPE on the 626 real hybrid
         # films 22.2 / 22.9 / 21.8 / 22.6% against 23.2 / 23.3 / 23.3 / 23.6% (22.4 against 23.4), on the test
@@ -243,6 +243,7 @@ PROFILES = {
         # height / width 2.69 at the median against 2.28, so the squeeze to 192 x 96 widens them more): real 22.5%,
         # test 16.2%; both together: real 22.6%; the film's aspect kept (centred, padded): real 23.9%, test 16.4%;
         # weights by the inverse density of the largest angle (10-degree bins; 2 seeds): real 24.0 / 24.0%.
+        # (A floor of 20 on session 27's code, 3 seeds: real 23.0 / 23.7 / 23.1% against 22.5 / 22.0 / 21.5%.)
         cobb=TrainSettings(image_size=(192, 96), epochs=100, batch_size=16, lr=2e-3, warmup_epochs=0.5,
                            patience=None, val_every=0, checkpoint_every_s=60, time_budget_s=60,
                            extra={"input_norm": "local", "curve_floor_deg": 10.0}),
