@@ -5,7 +5,7 @@ init for the implant finding alone, on the same training split (``assign_splits`
 same 320 px decoded cache, the same input (128 x 56 by each cell's brightest pixel, the quick profile's
 ResNet-50 / DenseNet-121 / SqueezeNet input) and the same augmentation (``ClassifierTransform``) as the quick
 classifiers; its implant logit is its per-cell map pooled by log-sum-exp, and the map also learns where the
-implant boxes are (the classifiers' ``aux_implant_weight`` loss). It is then scored on films it never saw (every
+implant boxes are (like the classifiers' ``aux_implant_weight`` loss). It is then scored on films it never saw (every
 film of each ``--eval`` spec, the film and its mirror image, as the classifiers are): implant AUROC on all of
 them, and on the small hardware alone (implant films whose tallest ``Lum`` box is under a tenth of the film's
 height: standalone cages and single screws, where the classifiers lose; each against all films without one).
@@ -82,7 +82,7 @@ def train(net: MetalNet, ds, seed: int, batch: int, seconds: float, max_steps: i
     net.train()
     t0, step = time.perf_counter(), 0
     while step < max_steps and time.perf_counter() - t0 < seconds:
-        ds.epoch = step
+        ds.epoch = step  # the augmentation draws are seeded by (seed, epoch, film): new ones every step
         b = collate_dicts([ds[int(i)] for i in rng.choice(len(ds), batch, replace=False)])
         x = b["image"].to(device, memory_format=torch.channels_last)
         frac = min(1.0, max((time.perf_counter() - t0) / seconds, step / max_steps))
