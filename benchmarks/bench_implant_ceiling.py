@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     from spinebench.data.transforms import ClassifierTransform
     from spinebench.engine.device import precision_of, seed_everything
     from spinebench.engine.runner import decoded_dataset
+    from spinebench.errors import SpinebenchError
     from spinebench.evaluation.results import append_csv_row, git_commit
     from spinebench.tasks.base import auroc
 
@@ -155,14 +156,18 @@ def main(argv=None) -> int:
     except (ValueError, AssertionError):
         ap.error(f"--input must be H x W, e.g. 128x56 (got {args.input!r})")
     device = torch.device("cpu")
-    records = [r for r in assign_splits(load_records(args.data, max_side=args.cache_side), seed=0)
-               if r["split"] == "train"]
-    train_ds = decoded_dataset(records, args.cache_side)
-    evals = {}
-    for spec in args.eval:
-        recs = load_records(spec, max_side=args.cache_side)
-        evals[spec] = (decoded_dataset(recs, args.cache_side).with_transform(
-            ClassifierTransform(size, train=False, downsample="max")), recs)
+    try:  # a wrong path or spec is one line, not a traceback
+        records = [r for r in assign_splits(load_records(args.data, max_side=args.cache_side), seed=0)
+                   if r["split"] == "train"]
+        train_ds = decoded_dataset(records, args.cache_side)
+        evals = {}
+        for spec in args.eval:
+            recs = load_records(spec, max_side=args.cache_side)
+            evals[spec] = (decoded_dataset(recs, args.cache_side).with_transform(
+                ClassifierTransform(size, train=False, downsample="max")), recs)
+    except (SpinebenchError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "implant_ceiling_cpu.csv")
     arms = [("seconds", args.batch, args.seconds, 10**9)]
     if args.images:

@@ -42,7 +42,12 @@ def test_it_learns_the_hardware_of_tiny_films_and_writes_a_row_per_budget_and_da
     assert img["auroc_small"] == ""  # no box under a tenth of the film's height
 
 
-def test_a_malformed_input_size_is_one_clear_error(ic, tiny_data, capsys):
+def test_a_malformed_input_size_or_a_missing_folder_is_one_clear_error(ic, tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ic.main(["--eval", tiny_data, "--input", "128by56"])
     assert "--input must be H x W" in capsys.readouterr().err
+    out = tmp_path / "ceiling.csv"
+    assert ic.main(["--data", tiny_data, "--eval", f"synth={tmp_path / 'nowhere'}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+    assert not out.exists()  # nothing trained, nothing written
