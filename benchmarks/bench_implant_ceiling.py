@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
     ap.add_argument("--seconds", type=float, default=60.0, help="the clock budget's training seconds")
     ap.add_argument("--images", type=int, default=3200,
-                    help="the image budget: films seen at --batch 16 (0 = leave that arm out)")
+                    help="the image budget: films seen in steps of 16, the quick classifiers' batch "
+                         "(0 = leave that arm out)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--input", default="128x56", help="H x W of the network's input")
@@ -183,13 +184,13 @@ def main(argv=None) -> int:
                 y = np.array([int(r["implant"]) for r in recs])
                 p = scores(net, ev)
                 small = np.array([0 < implant_height(r) < SMALL for r in recs]) & (y == 1)
-                neg = y == 0
+                neg, large = y == 0, (y == 1) & ~small
                 row = {"seed": seed, "budget": budget, "steps": steps, "images": steps * batch,
                        "train_s": round(took, 1), "input": f"{size[0]}x{size[1]}", "width": args.width,
                        "batch": batch, "data": spec, "n_images": len(y), "n_implant": int(y.sum()),
                        "n_small": int(small.sum()), "auroc": round(auroc(y, p), 4),
                        "auroc_small": round(auroc(y[neg | small], p[neg | small]), 4) if small.any() else "",
-                       "auroc_large": round(auroc(y[neg | (y == 1) & ~small], p[neg | (y == 1) & ~small]), 4),
+                       "auroc_large": round(auroc(y[neg | large], p[neg | large]), 4),
                        "precision": precision_of(device), "git_commit": git_commit()}
                 append_csv_row(out, row, COLUMNS)
                 print({k: row[k] for k in COLUMNS if k not in ("git_commit",)}, flush=True)
