@@ -34,11 +34,12 @@ COLUMNS = ["order", "image_id", "finding", "rank_mean", "model", "score", "rank"
 def ranks_among_negatives(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """For each film with ``y == 0``, the share of the ``y == 0`` films it scores above (ties half), in their
     order: 1.0 is the model's most confident false alarm, 0.5 a median film."""
+    from scipy.stats import rankdata
+
     neg = np.asarray(p, dtype=np.float64)[np.asarray(y) == 0]
     if len(neg) == 0:
         return neg
-    below = (neg[:, None] > neg[None, :]).sum(1) + 0.5 * ((neg[:, None] == neg[None, :]).sum(1) - 1)
-    return below / max(1, len(neg) - 1)
+    return (rankdata(neg) - 1) / max(1, len(neg) - 1)  # mid-ranks: a tie counts half above, half below
 
 
 def false_alarms(y: np.ndarray, scores: dict[str, np.ndarray]) -> list[tuple[int, float, dict[str, float]]]:
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     from spinebench.data.synth import tile_sheet
     from spinebench.engine.runner import decoded_dataset
     from spinebench.engine.train import predict
+    from spinebench.errors import SpinebenchError
     from spinebench.io import load_image
     from spinebench.weights import trained_records
 
@@ -78,7 +80,11 @@ def main(argv=None) -> int:
         ap.error(f"no classifier or detector weights in {args.weights}" +
                  (f" named {' '.join(args.models)}" if args.models else ""))
     side = max(recs[n].cache_side for n in names)
-    records = load_records([args.data], max_side=side)
+    try:  # a wrong path or spec is one line, not a traceback
+        records = load_records([args.data], max_side=side)
+    except (SpinebenchError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.split != "all":
         records = [r for r in assign_splits(records, seed=0) if r["split"] == args.split]
     k = FINDINGS.index(args.finding)

@@ -117,14 +117,16 @@ def _lse(cells: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def scores(net: MetalNet, ds, batch: int = 64) -> np.ndarray:
-    """Implant logits of every film of ``ds``: the mean of the film's and its mirror image's (as the classifiers)."""
+    """Implant logits of every film of ``ds``: the mean of the film's and its mirror image's, by the classifiers'
+    own :func:`spinebench.tasks.classification.mean_of_looks`."""
     from spinebench.data.dataset import collate_dicts
+    from spinebench.tasks.classification import mean_of_looks
 
     net.eval()
     out = []
     for i in range(0, len(ds), batch):
         x = collate_dicts([ds[j] for j in range(i, min(len(ds), i + batch))])["image"]
-        out.append(((_lse(net(x).float()) + _lse(net(x.flip(-1)).float())) / 2).numpy())
+        out.append(mean_of_looks(_lse(net(x)), lambda v: _lse(net(v)), x).numpy())
     return np.concatenate(out)
 
 
